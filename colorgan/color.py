@@ -1,0 +1,70 @@
+"""sRGB <-> CIE L*a*b* (D65, 2 degree observer) in TensorFlow, matching skimage.color.
+
+Everything here is plain TF, so it runs inside tf.data and tf.function and on any leading shape.
+The constants are skimage's own, so values agree with ``skimage.color.rgb2lab`` to float32 precision.
+"""
+import tensorflow as tf
+
+# sRGB primaries to XYZ, as in skimage.color.colorconv.xyz_from_rgb.
+_XYZ_FROM_RGB = [[0.412453, 0.357580, 0.180423],
+                 [0.212671, 0.715160, 0.072169],
+                 [0.019334, 0.119193, 0.950227]]
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+
+# The model's view of Lab: L in [0, 100] -> [-1, 1], ab in about [-110, 110] -> [-1, 1].
+L_CENTER = 50.0
+AB_SCALE = 110.0
+
+
+def _rgb_from_xyz():
+    return tf.linalg.inv(tf.constant(_XYZ_FROM_RGB, tf.float64))
+
+
+def rgb_to_lab(rgb):
+    """float RGB in [0, 1], shape (..., 3) -> Lab (L in [0, 100]), float32."""
+    rgb = tf.convert_to_tensor(rgb, tf.float32)
+    linear = tf.where(rgb > 0.04045, tf.pow((tf.maximum(rgb, 0.04045) + 0.055) / 1.055, 2.4), rgb / 12.92)
+    xyz = tf.linalg.matvec(tf.constant(_XYZ_FROM_RGB, tf.float32), linear)
+    xyz = xyz / tf.constant(_WHITE_D65, tf.float32)
+    # 7.787 and 0.008856 are skimage's (slightly rounded) CIE constants; keep them for exact parity.
+    f = tf.where(xyz > 0.008856, tf.pow(tf.maximum(xyz, 0.008856), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    fx, fy, fz = tf.unstack(f, axis=-1)
+    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def lab_to_rgb(lab):
+    """Lab, shape (..., 3) -> float RGB clipped to [0, 1], float32. Out-of-gamut colours are clipped."""
+    lab = tf.convert_to_tensor(lab, tf.float32)
+    L, a, b = tf.unstack(lab, axis=-1)
+    fy = (L + 16.0) / 116.0
+    # skimage clamps z at 0 for impossible (negative) values; so do we.
+    f = tf.stack([a / 500.0 + fy, fy, tf.maximum(fy - b / 200.0, 0.0)], axis=-1)
+    xyz = tf.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787)
+    xyz = xyz * tf.constant(_WHITE_D65, tf.float32)
+    linear = tf.linalg.matvec(tf.cast(_rgb_from_xyz(), tf.float32), xyz)
+    rgb = tf.where(linear > 0.0031308,
+                   1.055 * tf.pow(tf.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055, 12.92 * linear)
+    return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+def encode_lab(lab):
+    """Lab -> the model's (L, ab) pair in [-1, 1]: ``L/50 - 1`` and ``ab/110``."""
+    lab = tf.convert_to_tensor(lab, tf.float32)
+    return lab[..., :1] / L_CENTER - 1.0, lab[..., 1:] / AB_SCALE
+
+
+def decode_lab(l, ab):
+    """Inverse of :func:`encode_lab`: the model's (L, ab) in [-1, 1] -> Lab."""
+    l = tf.cast(l, tf.float32)
+    ab = tf.cast(ab, tf.float32)
+    return tf.concat([(l + 1.0) * L_CENTER, ab * AB_SCALE], axis=-1)
+
+
+def rgb_to_model(rgb):
+    """float RGB in [0, 1] -> normalised (L, ab), the generator's input and target."""
+    return encode_lab(rgb_to_lab(rgb))
+
+
+def model_to_rgb(l, ab):
+    """Normalised (L, ab) -> float RGB in [0, 1]."""
+    return lab_to_rgb(decode_lab(l, ab))

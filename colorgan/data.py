@@ -1,0 +1,282 @@
+"""Input pipelines: photos from TFDS, a folder, or the packages themselves, as normalised (L, ab) batches.
+
+One string picks the source:
+  ``tfds:NAME``    any TFDS image dataset, e.g. ``tfds:coco/2017`` (``download=False`` unless asked);
+  ``folder:PATH``  every jpg/png/bmp/gif/webp below PATH, split by a fixed hash of the relative path;
+  ``samples``      the colour photos that ship inside installed packages (the offline default).
+
+File sources are read by *index*: element ``i`` of the stream is file ``shuffle(i mod N)`` of epoch
+``i // N``, with its random crop and flip seeded by ``(seed, i)``. The stream is therefore a pure function
+of ``(seed, i)``: a resumed run restarts it at the index it had reached, and two runs with
+``deterministic=True`` see identical batches. Unreadable files are dropped with ``ignore_errors`` and
+counted by the gap they leave in the index sequence.
+"""
+import hashlib
+import importlib.util
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from colorgan import color
+from colorgan.errors import ColorganError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+SPLITS = ("train", "val", "all")
+
+# Real colour photographs bundled with packages, as (module, folder inside it, files).
+# matplotlib is a runtime dependency; scikit-image and scikit-learn add more photos when installed.
+SAMPLE_PHOTOS = (
+    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")),
+    ("skimage", "data", ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg",
+                         "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg")),
+    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
+)
+
+# Mean |R-G| + |G-B| below this (on a [0, 1] scale) means a grayscale photo, even if stored as RGB.
+GRAY_CHROMA_THRESHOLD = 0.01
+
+
+def decode_image(contents):
+    """Encoded bytes of any supported format -> float32 RGB in [0, 1], shape (H, W, 3).
+
+    Grayscale, RGBA, palette, 16-bit PNG, CMYK JPEG, WebP and animated GIF (first frame) all come out
+    as 3-channel RGB. Corrupt, truncated or empty data raises ``tf.errors.InvalidArgumentError``.
+    """
+    # uint8 is the only dtype every decoder accepts (WebP refuses float); 16-bit PNG is scaled down.
+    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    tf.debugging.assert_positive(tf.size(image), message="empty image")
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def is_grayscale(rgb):
+    """True where an RGB image carries no colour (all channels about equal)."""
+    chroma = tf.abs(rgb[..., 0] - rgb[..., 1]) + tf.abs(rgb[..., 1] - rgb[..., 2])
+    return tf.reduce_mean(chroma) < GRAY_CHROMA_THRESHOLD
+
+
+def resize_shorter_side(rgb, size):
+    """Resize so that the shorter side is ``size``, keeping the aspect ratio."""
+    shape = tf.cast(tf.shape(rgb)[:2], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.reduce_min(shape)
+    new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
+    return tf.image.resize(rgb, new_shape, method="bilinear", antialias=True)
+
+
+def center_crop(rgb, size):
+    """The central ``size`` x ``size`` square of an image whose shorter side is at least ``size``."""
+    shape = tf.shape(rgb)
+    top = (shape[0] - size) // 2
+    left = (shape[1] - size) // 2
+    return rgb[top:top + size, left:left + size, :]
+
+
+def train_transform(rgb, image_size, seed):
+    """Random crop of the shorter-side-resized photo and a random horizontal flip, seeded by ``seed``."""
+    rgb = resize_shorter_side(rgb, image_size)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    rgb = tf.image.stateless_random_crop(rgb, [image_size, image_size, 3], seed=crop_seed)
+    rgb = tf.image.stateless_random_flip_left_right(rgb, seed=flip_seed)
+    return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+def eval_transform(rgb, image_size):
+    """Resize and centre-crop, no randomness."""
+    return tf.clip_by_value(center_crop(resize_shorter_side(rgb, image_size), image_size), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+
+
+def parse_source(source):
+    """'tfds:NAME' | 'folder:PATH' | 'samples' -> (kind, argument)."""
+    kind, _, arg = str(source).partition(":")
+    if kind == "samples" and not arg:
+        return "samples", ""
+    if kind in ("tfds", "folder") and arg:
+        return kind, arg
+    raise ColorganError(f"unknown data source {source!r}: use 'samples', 'folder:PATH' or 'tfds:NAME' "
+                        "(for example tfds:coco/2017)")
+
+
+def list_images(folder):
+    """Every image file below ``folder`` (recursive, any-case extension), sorted, symlink loops skipped."""
+    if not os.path.isdir(folder):
+        raise ColorganError(f"image folder {folder!r} does not exist: check the path given to folder:PATH")
+    found, seen_dirs = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:  # a symlink loop (or a second link to the same folder)
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def split_of(relative_path, val_share):
+    """'train' or 'val' for a file, from a fixed hash of its relative path, the same on every run."""
+    digest = hashlib.md5(relative_path.replace(os.sep, "/").encode("utf-8")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < val_share else "train"
+
+
+def sample_photo_files():
+    """Paths of the colour photos shipped inside the installed packages."""
+    paths = []
+    for module, folder, names in SAMPLE_PHOTOS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        base = os.path.join(list(spec.submodule_search_locations)[0], folder)
+        paths += [os.path.join(base, n) for n in names if os.path.isfile(os.path.join(base, n))]
+    return paths
+
+
+def source_files(source, split="all", val_share=0.05):
+    """The image files of a file-based source ('folder:PATH' or 'samples') that belong to ``split``."""
+    if split not in SPLITS:
+        raise ColorganError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    kind, arg = parse_source(source)
+    if kind == "tfds":
+        raise ColorganError(f"{source} is a TFDS dataset, not a set of files: use make_dataset for it")
+    if kind == "samples":
+        files, base = sample_photo_files(), None
+        # So few photos that a hash split could leave validation empty: take every fifth one instead.
+        if split != "all":
+            files = [f for i, f in enumerate(files) if (i % 5 == 4) == (split == "val")]
+    else:
+        files, base = list_images(arg), arg
+        if split != "all":
+            files = [f for f in files if split_of(os.path.relpath(f, base), val_share) == split]
+    if not files:
+        where = "the installed packages" if kind == "samples" else repr(arg)
+        raise ColorganError(f"no images for split {split!r} in {where}: add jpg/png/bmp/gif/webp files "
+                            "there, or change --val_share")
+    return files
+
+
+def load_tfds(name, split, download=False, data_dir=None):
+    """A TFDS split as a dataset of float RGB images."""
+    tfds_split = {"train": "train", "val": "validation", "all": "train+validation"}[split]
+    try:
+        ds = tfds.load(name, split=tfds_split, download=download, data_dir=data_dir,
+                       shuffle_files=False)
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
+        raise ColorganError(
+            f"TFDS dataset {name!r} ({tfds_split}) is not available locally ({str(e).splitlines()[0][:120]}); "
+            f"fetch it with: python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
+            f"split='{tfds_split}')\"  (or pass --download), or use --data=folder:PATH") from None
+    return ds.map(lambda ex: tf.image.convert_image_dtype(ex["image"], tf.float32),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _file_stream(files, image_size, training, seed, start_index, shard, cache):
+    """Dataset of (rgb, index): the image at each stream index, errors dropped."""
+    n = len(files)
+    paths = tf.constant(files)
+    if cache:
+        # Hold the encoded bytes in memory: decoding still runs per step, but the disk is read once.
+        blobs = tf.constant([tf.io.gfile.GFile(f, "rb").read() for f in files])
+        contents_of = lambda i: tf.gather(blobs, i)
+    else:
+        contents_of = lambda i: tf.io.read_file(tf.gather(paths, i))
+
+    if training:
+        num_workers, worker = shard
+        indices = tf.data.Dataset.range(start_index + worker, 2 ** 62, num_workers)
+    else:
+        indices = tf.data.Dataset.range(n)
+
+    def load(index):
+        if training:
+            epoch = index // n
+            file_index = tf.random.experimental.index_shuffle(
+                index % n, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
+            rgb = decode_image(contents_of(file_index))
+            rgb = train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), index]))
+        else:
+            rgb = eval_transform(decode_image(contents_of(index)), image_size)
+        return rgb, index
+
+    return indices.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+
+
+def _count_skips(stream, first_index, stride, skip_gray):
+    """Attach cumulative counts of unreadable and grayscale files to each element.
+
+    A stream's indices advance by ``stride``; an unreadable file leaves a gap that ``scan`` turns into
+    a running count, with no side effect, so the counts survive replay and distribution.
+    """
+    def step(state, element):
+        rgb, index = element
+        last_index, unreadable, gray = state
+        unreadable += (index - last_index) // stride - 1
+        gray_now = tf.cast(is_grayscale(rgb), tf.int64) if skip_gray else tf.constant(0, tf.int64)
+        gray += gray_now
+        stats = {"index": index, "unreadable": unreadable, "gray": gray, "is_gray": gray_now}
+        return (index, unreadable, gray), (rgb, stats)
+
+    zero = tf.constant(0, tf.int64)
+    return stream.scan((tf.constant(first_index - stride, tf.int64), zero, zero), step)
+
+
+def make_dataset(source, split, image_size, batch_size, training, *, val_share=0.05, seed=0,
+                 deterministic=False, cache=False, skip_gray=None, start_index=0, with_stats=False,
+                 shard=(1, 0), download=False, data_dir=None, drop_remainder=None):
+    """A ``tf.data.Dataset`` of normalised ``(L, ab)`` batches, shaped (B, S, S, 1) and (B, S, S, 2).
+
+    training: random crop and flip, an endless stream in a fresh order every epoch; otherwise one
+        deterministic pass with resize and centre crop.
+    skip_gray: drop grayscale photos (they teach the model to output gray); default: when training.
+    start_index: stream position to start from (a resumed run passes the index it had reached).
+    with_stats: add a third element, a dict of per-example ``index`` and cumulative ``unreadable`` and
+        ``gray`` counts, which the training loop logs once per epoch.
+    shard: (number of input pipelines, this pipeline's id) when several workers read the same source.
+    """
+    kind, arg = parse_source(source)
+    if int(image_size) < 1 or int(batch_size) < 1:
+        raise ColorganError(f"image_size and batch_size must be positive, got {image_size} and {batch_size}")
+    skip_gray = training if skip_gray is None else skip_gray
+    drop_remainder = training if drop_remainder is None else drop_remainder
+
+    if kind == "tfds":
+        images = load_tfds(arg, split, download=download, data_dir=data_dir)
+        images = images.shard(*shard) if shard[0] > 1 else images
+        if training:
+            images = images.repeat().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+        indexed = images.enumerate(start=start_index)
+        stream = indexed.map(
+            lambda i, rgb: ((train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
+                             if training else eval_transform(rgb, image_size)), i),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        first_index, stride = start_index, 1
+    else:
+        files = source_files(source, split, val_share)
+        stream = _file_stream(files, image_size, training, seed, start_index, shard, cache)
+        first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
+
+    stream = _count_skips(stream, first_index, stride, skip_gray)
+    if skip_gray:
+        stream = stream.filter(lambda rgb, stats: tf.equal(stats["is_gray"], 0))
+
+    def to_model(rgb, stats):
+        l, ab = color.rgb_to_model(rgb)
+        l = tf.ensure_shape(l, [image_size, image_size, 1])
+        ab = tf.ensure_shape(ab, [image_size, image_size, 2])
+        stats = {k: v for k, v in stats.items() if k != "is_gray"}
+        return (l, ab, stats) if with_stats else (l, ab)
+
+    ds = stream.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
+    if not training and cache:
+        ds = ds.cache()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return ds.with_options(options)

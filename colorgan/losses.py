@@ -1,0 +1,78 @@
+"""GAN objectives, chosen by name, plus the L1 term and the WGAN-GP gradient penalty.
+
+Every function returns a *per-example* loss of shape (B,): the training step divides by the global
+batch with ``tf.nn.compute_average_loss``, which keeps the loss right under any tf.distribute strategy.
+Critic outputs are patch grids, so each example's loss is the mean over its patches.
+"""
+import tensorflow as tf
+
+
+def _per_example_mean(x):
+    return tf.reduce_mean(tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1]), axis=1)
+
+
+def l1(fake_ab, real_ab):
+    return _per_example_mean(tf.abs(tf.cast(fake_ab, tf.float32) - tf.cast(real_ab, tf.float32)))
+
+
+def _bce(logits, label):
+    logits = tf.cast(logits, tf.float32)
+    return _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits))
+
+
+def _mse(outputs, label):
+    return _per_example_mean(tf.square(tf.cast(outputs, tf.float32) - label))
+
+
+class Vanilla:
+    """pix2pix: binary cross-entropy on logits; the critic loss is halved, as in the original."""
+    name = "vanilla"
+    uses_gradient_penalty = False
+
+    def critic_loss(self, real_out, fake_out):
+        return 0.5 * (_bce(real_out, 1.0) + _bce(fake_out, 0.0))
+
+    def generator_loss(self, fake_out):
+        return _bce(fake_out, 1.0)
+
+
+class LSGAN(Vanilla):
+    """Least squares (Mao et al. 2017): gentler gradients for samples far from the decision boundary."""
+    name = "lsgan"
+
+    def critic_loss(self, real_out, fake_out):
+        return 0.5 * (_mse(real_out, 1.0) + _mse(fake_out, 0.0))
+
+    def generator_loss(self, fake_out):
+        return _mse(fake_out, 1.0)
+
+
+class WGANGP:
+    """Wasserstein loss with gradient penalty (Gulrajani et al. 2017); the critic outputs scores."""
+    name = "wgan-gp"
+    uses_gradient_penalty = True
+
+    def critic_loss(self, real_out, fake_out):
+        return _per_example_mean(fake_out) - _per_example_mean(real_out)
+
+    def generator_loss(self, fake_out):
+        return -_per_example_mean(fake_out)
+
+
+OBJECTIVES = {cls.name: cls for cls in (Vanilla, LSGAN, WGANGP)}
+
+
+def gradient_penalty(critic, real_lab, fake_lab, alpha):
+    """Per-example (||grad critic(x)||_2 - 1)^2 at x between real and fake Lab images.
+
+    ``alpha`` (B, 1, 1, 1) picks the point on each segment; the caller draws it, so that its randomness
+    is seeded by the step and resumes exactly.
+    """
+    real_lab = tf.cast(real_lab, tf.float32)
+    mixed = real_lab + alpha * (tf.cast(fake_lab, tf.float32) - real_lab)
+    with tf.GradientTape() as tape:
+        tape.watch(mixed)
+        scores = tf.reduce_sum(tf.cast(critic(mixed, training=True), tf.float32))
+    grads = tape.gradient(scores, mixed)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + 1e-12)
+    return tf.square(norms - 1.0)
