@@ -15,6 +15,7 @@ import socket
 import keras
 from keras import layers
 
+from colorgan import color
 from colorgan.errors import ColorganError
 
 # pix2pix initialises every conv from N(0, 0.02) and BatchNorm gamma from N(1, 0.02).
@@ -128,7 +129,7 @@ def resunet(image_size=256, in_channels=1, out_channels=2, width=32, depth=5, bl
     """U-Net whose every level is ``blocks`` residual blocks; width doubles per level up to max_width.
 
     The default (32 wide, 5 levels, 2 blocks) keeps most compute at the coarse levels, where colour is
-    decided, and stays light at full resolution: about 25 M parameters and a fraction of the unet's
+    decided, and stays light at full resolution: about 19.8 M parameters and a fraction of the unet's
     FLOPs at 256 px (see README).
     """
     check_size(f"resunet with depth {depth}", image_size, 2 ** (depth - 1))
@@ -173,6 +174,30 @@ BACKBONES = {
 }
 
 
+@keras.saving.register_keras_serializable(package="colorgan")
+class GrayToEncoderRGB(layers.Layer):
+    """Normalised L -> the gray sRGB photo of that lightness, preprocessed for a keras.applications net.
+
+    Runs in float32 under any mixed-precision policy: the Lab maths needs the range.
+    """
+
+    def __init__(self, application, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.application = application
+
+    def call(self, l):
+        ab = keras.ops.zeros_like(keras.ops.concatenate([l, l], axis=-1))
+        rgb = color.lab_to_rgb(color.decode_lab(l, ab)) * 255.0
+        return getattr(keras.applications, self.application).preprocess_input(rgb)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "application": self.application}
+
+
 def _load_encoder(backbone, image_size, encoder_weights):
     constructor, _, _, _ = BACKBONES[backbone]
     build = getattr(keras.applications, constructor)
@@ -204,13 +229,10 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
     (a = b = 0), then applies the network's own ``preprocess_input``. The full-resolution L joins the
     last decoder stage, so fine edges come from the input itself.
     """
-    from colorgan import color  # local: keeps model building importable without the colour module's TF ops
-
     if backbone not in BACKBONES:
         raise ColorganError(f"unknown backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
     check_size(f"backbone:{backbone}", image_size, 32)
     _, module, skip_names, top_name = BACKBONES[backbone]
-    preprocess = getattr(keras.applications, module).preprocess_input
 
     base = _load_encoder(backbone, image_size, encoder_weights)
     encoder = keras.Model(base.input, [base.get_layer(n).output for n in skip_names] +
@@ -218,13 +240,7 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
     encoder.trainable = not freeze_encoder
 
     inputs = keras.Input((image_size, image_size, 1), name="L")
-
-    def gray_rgb(l):
-        lab = color.decode_lab(l, keras.ops.zeros_like(keras.ops.concatenate([l, l], -1)))
-        return preprocess(color.lab_to_rgb(lab) * 255.0)
-
-    rgb = layers.Lambda(gray_rgb, output_shape=(image_size, image_size, 3), name="gray_rgb")(inputs)
-    *skips, x = encoder(rgb)
+    *skips, x = encoder(GrayToEncoderRGB(module, name="gray_rgb")(inputs))
     for skip, f in zip(reversed(skips), decoder_filters):
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)
         x = layers.Concatenate()([x, skip])

@@ -123,6 +123,9 @@ def validate(cfg):
     if not 0.0 < cfg.val_share < 1.0:
         raise ColorganError(f"--val_share must be between 0 and 1, got {cfg.val_share}")
     data.parse_source(cfg.data)
+    if cfg.val_data:
+        data.parse_source(cfg.val_data)
+    parse_options(cfg.generator_options)
     critic_norm = parse_options(cfg.critic_options).get("norm", "batch")
     if cfg.objective == "wgan-gp" and critic_norm == "batch":
         raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "
@@ -212,6 +215,21 @@ def colourfulness(rgb):
     return std + 0.3 * mean
 
 
+def rng_states(model):
+    """The state variables of every layer's SeedGenerator (dropout masks), nested models included.
+
+    Keras does not track them as weights, so a checkpoint must name them itself to resume exactly.
+    """
+    states, stack = [], list(model.layers)
+    while stack:
+        layer = stack.pop(0)
+        stack += getattr(layer, "layers", [])
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            states.append(generator.state)
+    return states
+
+
 class Trainer:
     """Holds the models, optimisers, compiled steps and checkpoint of one run."""
 
@@ -252,7 +270,8 @@ class Trainer:
         os.makedirs(self.out_dir, exist_ok=True)
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, critic=self.critic, generator_optimizer=self.g_opt,
-            critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index)
+            critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index,
+            rng=rng_states(self.generator) + rng_states(self.critic))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.out_dir, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
         self._pretrain_fn = self._adversarial_fn = None

@@ -1,0 +1,29 @@
+"""Shared fixtures: real photos that ship with installed packages, and the optional shared photo set."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+@pytest.fixture(scope="session")
+def sample_photos():
+    """Paths of real colour photos from the installed packages (matplotlib, skimage, sklearn)."""
+    from colorgan import data
+    return data.sample_photo_files()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not os.path.isdir(os.path.join(SHARED_DATA, "val")):
+        pytest.skip(f"no shared photo set at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def read_rgb(path):
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"))

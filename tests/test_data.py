@@ -1,0 +1,224 @@
+"""The input pipeline: every source, every image form, bad files, stable splits, determinism."""
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from colorgan import color, data
+from colorgan.errors import ColorganError
+from conftest import read_rgb
+
+
+def encode(image, fmt, **kw):
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory, sample_photos):
+    """A folder tree of real photos in every awkward form, plus files that cannot be decoded."""
+    root = tmp_path_factory.mktemp("messy")
+    photo = Image.open(sample_photos[0]).convert("RGB").resize((96, 72))
+    (root / "sub" / "deeper").mkdir(parents=True)
+    files = {
+        "plain.jpg": encode(photo, "JPEG"),
+        "UPPER.JPEG": encode(photo.rotate(90, expand=True), "JPEG"),
+        "sub/rgba.png": encode(photo.convert("RGBA"), "PNG"),
+        "sub/palette.png": encode(photo.convert("P"), "PNG"),
+        "sub/cmyk.jpg": encode(photo.convert("CMYK"), "JPEG"),
+        "sub/deeper/photo.webp": encode(photo, "WEBP"),
+        "sub/deeper/photo.bmp": encode(photo, "BMP"),
+        "sub/anim.gif": encode(photo.convert("P"), "GIF", save_all=True, append_images=[photo.rotate(180).convert("P")]),
+        "gray.png": encode(photo.convert("L"), "PNG"),
+        # broken files: never a crash, always counted
+        "empty.jpg": b"",
+        "truncated.jpg": encode(photo, "JPEG")[:300],
+        "text.jpg": b"this is not an image",
+        "error_page.png": b"<html><body>404 Not Found</body></html>",
+        "notes.txt": b"ignored: not an image extension",
+    }
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+    # 16-bit RGB PNG, written with numpy so it really is 16 bits per channel
+    rgb16 = (np.asarray(photo, np.uint16) * 257)
+    tf.io.write_file(str(root / "sub" / "sixteen.png"), tf.io.encode_png(tf.constant(rgb16)))
+    return root
+
+
+def test_list_images_is_recursive_any_case_and_survives_symlink_loops(messy_folder):
+    loop = messy_folder / "sub" / "loop"
+    if not loop.exists():
+        os.symlink(messy_folder, loop)
+    names = {os.path.relpath(p, messy_folder) for p in data.list_images(str(messy_folder))}
+    assert "UPPER.JPEG" in names and "sub/deeper/photo.webp" in names and "sub/sixteen.png" in names
+    assert "notes.txt" not in names
+    assert len(names) == 14
+
+
+@pytest.mark.parametrize("name", ["plain.jpg", "sub/rgba.png", "sub/palette.png", "sub/cmyk.jpg",
+                                  "sub/deeper/photo.webp", "sub/deeper/photo.bmp", "sub/anim.gif",
+                                  "gray.png", "sub/sixteen.png"])
+def test_decode_image_gives_rgb_in_unit_range_matching_pil(messy_folder, name):
+    path = messy_folder / name
+    rgb = data.decode_image(tf.io.read_file(str(path))).numpy()
+    reference = read_rgb(path) / 255.0
+    assert rgb.shape == reference.shape and rgb.dtype == np.float32
+    assert 0.0 <= rgb.min() and rgb.max() <= 1.0
+    # CMYK decoders differ by a few levels; every other form must match PIL closely.
+    assert np.abs(rgb - reference).mean() < (0.03 if "cmyk" in name else 0.005)
+
+
+@pytest.mark.parametrize("name", ["empty.jpg", "truncated.jpg", "text.jpg", "error_page.png"])
+def test_decode_image_raises_on_broken_files(messy_folder, name):
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        data.decode_image(tf.io.read_file(str(messy_folder / name)))
+
+
+def test_folder_training_skips_and_counts_bad_and_gray_files(messy_folder):
+    n = len(data.source_files(f"folder:{messy_folder}", "all"))
+    ds = data.make_dataset(f"folder:{messy_folder}", "all", image_size=32, batch_size=1, training=True,
+                           with_stats=True, deterministic=True)
+    # Two full epochs and one element more: 4 unreadable and 1 gray file per epoch are dropped.
+    seen = [stats for _, _, stats in ds.take(2 * (n - 5) + 1)]
+    last = {k: int(v[0]) for k, v in seen[-1].items()}
+    assert last["index"] >= 2 * n
+    # Every stream index is accounted for: yielded, unreadable or gray.
+    assert last["unreadable"] + last["gray"] + len(seen) == last["index"] + 1
+    assert last["unreadable"] >= 8 and last["gray"] >= 2
+    per_epoch = [sum(1 for s in seen if int(s["index"][0]) // n == e) for e in (0, 1)]
+    assert per_epoch == [n - 5, n - 5]
+
+
+def test_skip_counts_exact_over_one_epoch(messy_folder):
+    files = data.source_files(f"folder:{messy_folder}", "all")
+    ds = data.make_dataset(f"folder:{messy_folder}", "all", image_size=32, batch_size=1, training=False,
+                           with_stats=True, skip_gray=True)
+    stats = [s for _, _, s in ds]
+    assert len(stats) == len(files) - 5
+    assert int(stats[-1]["gray"][0]) == 1
+    # unreadable files after the last good one leave no gap to see; the ones before it are counted
+    assert int(stats[-1]["unreadable"][0]) == sum(
+        1 for i, f in enumerate(files) if os.path.basename(f) in ("empty.jpg", "truncated.jpg", "text.jpg", "error_page.png")
+        and i < int(stats[-1]["index"][0]))
+
+
+def test_batches_have_the_right_shapes_ranges_and_colours(sample_photos):
+    l, ab = next(iter(data.make_dataset("samples", "train", image_size=48, batch_size=3, training=True)))
+    assert l.shape == (3, 48, 48, 1) and ab.shape == (3, 48, 48, 2)
+    assert l.dtype == tf.float32 and ab.dtype == tf.float32
+    assert -1.0 <= float(tf.reduce_min(l)) and float(tf.reduce_max(l)) <= 1.0
+    assert float(tf.reduce_max(tf.abs(ab))) <= 1.0
+    assert float(tf.reduce_mean(tf.abs(ab))) > 0.01  # real colour photos, not gray
+
+
+def test_eval_transform_is_resize_and_centre_crop(sample_photos):
+    path = sample_photos[0]
+    rgb = data.decode_image(tf.io.read_file(path))
+    cropped = data.eval_transform(rgb, 64).numpy()
+    assert cropped.shape == (64, 64, 3)
+    l, ab = next(iter(data.make_dataset("samples", "all", image_size=64, batch_size=1, training=False,
+                                        deterministic=True)))
+    expected_l, expected_ab = color.rgb_to_model(cropped)
+    np.testing.assert_allclose(l[0].numpy(), expected_l.numpy(), atol=1e-5)
+    np.testing.assert_allclose(ab[0].numpy(), expected_ab.numpy(), atol=1e-5)
+
+
+def test_split_is_a_stable_function_of_the_relative_path(tmp_path):
+    for i in range(200):
+        (tmp_path / f"img_{i:03d}.png").write_bytes(b"x")
+    train = data.source_files(f"folder:{tmp_path}", "train", val_share=0.2)
+    val = data.source_files(f"folder:{tmp_path}", "val", val_share=0.2)
+    assert not set(train) & set(val) and len(train) + len(val) == 200
+    assert 20 <= len(val) <= 60
+    # the same relative path lands in the same split wherever the folder lives
+    assert [data.split_of(os.path.basename(p), 0.2) for p in val] == ["val"] * len(val)
+    assert data.split_of("img_007.png", 0.2) == data.split_of("img_007.png", 0.2)
+    assert data.source_files(f"folder:{tmp_path}", "val", val_share=0.2) == val
+
+
+def test_deterministic_runs_yield_identical_batches_and_resume_by_index():
+    def batches(start_index=0, n=3):
+        ds = data.make_dataset("samples", "train", image_size=32, batch_size=2, training=True, seed=7,
+                               deterministic=True, start_index=start_index, with_stats=True)
+        return [(l.numpy(), ab.numpy(), s["index"].numpy()) for l, ab, s in ds.take(n)]
+    first, second = batches(), batches()
+    for (l1, ab1, i1), (l2, ab2, i2) in zip(first, second):
+        np.testing.assert_array_equal(l1, l2)
+        np.testing.assert_array_equal(ab1, ab2)
+    # Restarting at the index reached after one batch reproduces the rest of the stream.
+    resumed = batches(start_index=int(first[0][2][-1]) + 1, n=2)
+    np.testing.assert_array_equal(resumed[0][0], first[1][0])
+    np.testing.assert_array_equal(resumed[1][1], first[2][1])
+    # A different seed changes the order or the crops.
+    other = data.make_dataset("samples", "train", image_size=32, batch_size=2, training=True, seed=8,
+                              deterministic=True)
+    assert not np.array_equal(next(iter(other))[0].numpy(), first[0][0])
+
+
+def test_samples_source_is_offline_and_split():
+    train = data.source_files("samples", "train")
+    val = data.source_files("samples", "val")
+    assert len(train) >= 2 and len(val) >= 1 and not set(train) & set(val)
+
+
+def test_cache_gives_the_same_batches():
+    kw = dict(image_size=32, batch_size=2, training=True, deterministic=True, seed=3)
+    a = next(iter(data.make_dataset("samples", "train", cache=True, **kw)))
+    b = next(iter(data.make_dataset("samples", "train", cache=False, **kw)))
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+
+
+def test_sharded_streams_cover_disjoint_indices():
+    kw = dict(image_size=32, batch_size=2, training=True, deterministic=True, with_stats=True)
+    w0 = next(iter(data.make_dataset("samples", "train", shard=(2, 0), **kw)))[2]["index"].numpy()
+    w1 = next(iter(data.make_dataset("samples", "train", shard=(2, 1), **kw)))[2]["index"].numpy()
+    assert list(w0) == [0, 2] and list(w1) == [1, 3]
+
+
+@pytest.mark.parametrize("source,fix", [("nonsense", "folder:PATH"), ("folder:/does/not/exist", "does not exist")])
+def test_bad_sources_fail_with_one_clear_line(source, fix):
+    with pytest.raises(ColorganError, match=fix):
+        data.make_dataset(source, "train", 32, 2, True)
+
+
+def test_empty_folder_fails_clearly(tmp_path):
+    with pytest.raises(ColorganError, match="no images"):
+        data.make_dataset(f"folder:{tmp_path}", "train", 32, 2, True)
+
+
+def test_missing_tfds_dataset_fails_fast_with_the_fetch_command(tmp_path):
+    with pytest.raises(ColorganError, match=r"tfds.load\('coco/2017'"):
+        data.make_dataset("tfds:coco/2017", "train", 32, 2, True, data_dir=str(tmp_path))
+
+
+class TinyPhotos(tfds.core.GeneratorBasedBuilder):
+    """A real TFDS dataset prepared on disk from the packages' photos: the loading path, no network."""
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+            {"image": tfds.features.Image(shape=(None, None, 3))}))
+
+    def _split_generators(self, dl_manager):
+        photos = data.sample_photo_files()
+        return {"train": self._generate_examples(photos[:-1]), "validation": self._generate_examples(photos[-1:])}
+
+    def _generate_examples(self, paths):
+        for i, p in enumerate(paths):
+            yield i, {"image": np.asarray(Image.open(p).convert("RGB").resize((80, 64)))}
+
+
+def test_tfds_source_reads_a_local_dataset_without_downloading(tmp_path):
+    TinyPhotos(data_dir=str(tmp_path)).download_and_prepare()
+    ds = data.make_dataset("tfds:tiny_photos", "train", image_size=32, batch_size=2, training=True,
+                           data_dir=str(tmp_path))
+    l, ab = next(iter(ds))
+    assert l.shape == (2, 32, 32, 1) and ab.shape == (2, 32, 32, 2)
+    val = list(data.make_dataset("tfds:tiny_photos", "val", image_size=32, batch_size=4, training=False,
+                                 data_dir=str(tmp_path)))
+    assert sum(int(b[0].shape[0]) for b in val) == 1

@@ -1,0 +1,157 @@
+"""Model registry: exact parameter counts of the PyTorch originals, shapes, receptive field, precision, I/O."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from colorgan import models
+from colorgan.errors import ColorganError
+
+
+def trainable_count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_unet_matches_pytorch_pix2pix_parameter_count_and_structure():
+    g = models.build_generator("unet", image_size=256)
+    assert trainable_count(g) == 54_409_858  # pix2pix UnetGenerator(1, 2, 8, ngf=64, BatchNorm2d)
+    assert g.input_shape == (None, 256, 256, 1) and g.output_shape == (None, 256, 256, 2)
+    dropouts = [l for l in g.layers if isinstance(l, keras.layers.Dropout)]
+    assert len(dropouts) == 3 and all(l.rate == 0.5 for l in dropouts)
+    convs = [l for l in g.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    # Only the outermost transposed conv has a bias; every other conv feeds BatchNorm or is outermost-down.
+    assert [l.name for l in convs if l.use_bias] == ["up0_conv"]
+    assert all(l.kernel_size == (4, 4) and l.strides == (2, 2) for l in convs)
+    assert len([l for l in convs if isinstance(l, keras.layers.Conv2DTranspose)]) == 8
+
+
+def test_patchgan_matches_pytorch_parameter_count_and_output_grid():
+    c = models.build_critic("patchgan", image_size=256, in_channels=3)
+    assert trainable_count(c) == 2_765_633  # NLayerDiscriminator(3, 64, n_layers=3, BatchNorm2d)
+    assert c.output_shape == (None, 30, 30, 1)
+
+
+def test_patchgan_receptive_field_is_70x70():
+    c = models.build_critic("patchgan", image_size=128, in_channels=3, norm="none")
+    x = tf.Variable(tf.random.normal([1, 128, 128, 3]))
+    with tf.GradientTape() as tape:
+        out = c(x)
+        centre = out[0, out.shape[1] // 2, out.shape[2] // 2, 0]
+    grad = tf.reduce_sum(tf.abs(tape.gradient(centre, x)), axis=[0, 3]).numpy()
+    rows, cols = np.nonzero(grad.sum(1))[0], np.nonzero(grad.sum(0))[0]
+    assert rows.max() - rows.min() + 1 == 70
+    assert cols.max() - cols.min() + 1 == 70
+
+
+@pytest.mark.parametrize("name,options", [
+    ("unet", dict(base_filters=8, depth=5)),
+    ("resunet", dict(width=8, depth=3, blocks=1, norm="instance", upsampling="transpose")),
+    ("resunet", dict(width=8, depth=3, blocks=1, norm="layer", upsampling="resize")),
+    ("backbone:mobilenet_v2", dict(encoder_weights="none", decoder_filters=(16, 16, 8, 8, 8))),
+])
+def test_generators_map_l_to_ab_in_range(name, options):
+    g = models.build_generator(name, image_size=64, **options)
+    l = tf.random.uniform([2, 64, 64, 1], -1, 1)
+    ab = g(l, training=True)
+    assert ab.shape == (2, 64, 64, 2) and ab.dtype == tf.float32
+    assert float(tf.reduce_max(tf.abs(ab))) <= 1.0
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_b0"])
+def test_other_backbones_build_offline(backbone):
+    g = models.build_generator(f"backbone:{backbone}", image_size=64, encoder_weights="none")
+    assert g(tf.zeros([1, 64, 64, 1])).shape == (1, 64, 64, 2)
+    assert g.get_layer("encoder") is not None
+
+
+def test_backbone_freeze_option_and_offline_imagenet_message(tmp_path):
+    g = models.build_generator("backbone:mobilenet_v2", image_size=64, encoder_weights="none", freeze_encoder=True)
+    assert not g.get_layer("encoder").trainable
+    assert trainable_count(g) < trainable_count(models.build_generator(
+        "backbone:mobilenet_v2", image_size=64, encoder_weights="none"))
+    with pytest.raises(ColorganError, match="does not exist"):
+        models.build_generator("backbone:mobilenet_v2", image_size=64, encoder_weights=str(tmp_path / "no.h5"))
+
+
+def test_resunet_default_size():
+    g = models.build_generator("resunet", image_size=256)
+    assert 15e6 < trainable_count(g) < 25e6
+
+
+@pytest.mark.parametrize("name,options,size,smallest", [
+    ("unet", {}, 100, "256"), ("unet", dict(depth=5), 48, "32"), ("resunet", dict(depth=5), 40, "16"),
+    ("backbone:mobilenet_v2", dict(encoder_weights="none"), 48, "32"),
+])
+def test_a_size_that_does_not_fit_names_the_smallest_that_does(name, options, size, smallest):
+    with pytest.raises(ColorganError, match=f"smallest {smallest}"):
+        models.build_generator(name, image_size=size, **options)
+
+
+def test_patchgan_size_error():
+    with pytest.raises(ColorganError, match="smallest 8"):
+        models.build_critic("patchgan", image_size=12)
+
+
+@pytest.mark.parametrize("kind,name", [("generator", "pix2pixhd"), ("critic", "stylegan")])
+def test_unknown_names_list_the_choices(kind, name):
+    build = models.build_generator if kind == "generator" else models.build_critic
+    with pytest.raises(ColorganError, match="use one of"):
+        build(name, image_size=64)
+
+
+def test_bad_option_is_a_user_error():
+    with pytest.raises(ColorganError, match="bad option"):
+        models.build_generator("unet", image_size=64, filterz=3)
+
+
+def test_weights_start_from_pix2pix_initialisation():
+    g = models.build_generator("unet", image_size=256, base_filters=32)
+    kernels = np.concatenate([l.kernel.numpy().ravel() for l in g.layers if hasattr(l, "kernel")])
+    gammas = np.concatenate([l.gamma.numpy().ravel() for l in g.layers if isinstance(l, keras.layers.BatchNormalization)])
+    assert abs(kernels.mean()) < 1e-3 and abs(kernels.std() - 0.02) < 1e-3
+    assert abs(gammas.mean() - 1.0) < 3e-3 and abs(gammas.std() - 0.02) < 3e-3
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_models_run_under_mixed_precision_with_float32_outputs(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    for model in (models.build_generator("unet", image_size=32, base_filters=8, depth=5),
+                  models.build_generator("resunet", image_size=32, width=8, depth=3, blocks=1),
+                  models.build_generator("backbone:mobilenet_v2", image_size=32, encoder_weights="none"),
+                  models.build_critic("patchgan", image_size=32, base_filters=8)):
+        x = tf.random.uniform([2, 32, 32, model.input_shape[-1]], -1, 1)
+        y = model(x, training=True)
+        assert y.dtype == tf.float32, model.name
+        assert np.isfinite(y.numpy()).all(), model.name
+        compute = {l.compute_dtype for l in model.layers if isinstance(l, keras.layers.Conv2D)}
+        assert compute == {policy.split("_")[1]}, model.name
+
+
+@pytest.mark.parametrize("build", [
+    lambda: models.build_generator("unet", image_size=32, base_filters=8, depth=5),
+    lambda: models.build_generator("resunet", image_size=32, width=8, depth=3, blocks=1, norm="instance"),
+    lambda: models.build_generator("backbone:mobilenet_v2", image_size=32, encoder_weights="none"),
+    lambda: models.build_critic("patchgan", image_size=32, base_filters=8, spectral_norm=True, norm="layer"),
+])
+def test_save_and_reload_gives_identical_outputs(tmp_path, build):
+    model = build()
+    x = tf.random.uniform([2, *model.input_shape[1:]], -1, 1)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model(x, training=False).numpy(), reloaded(x, training=False).numpy())
+
+
+def test_load_generator_from_a_keras_file(tmp_path):
+    g = models.build_generator("unet", image_size=32, base_filters=8, depth=5)
+    g.save(str(tmp_path / "g.keras"))
+    loaded, size = models.load_generator(str(tmp_path / "g.keras"))
+    assert size == 32
+    with pytest.raises(ColorganError, match="not a colorgan run"):
+        models.load_generator(str(tmp_path))

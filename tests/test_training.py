@@ -1,0 +1,172 @@
+"""The training loop on tiny models: objectives, stages, exact resume, signals, TensorBoard, faults."""
+import dataclasses
+import glob
+import os
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from colorgan import data, training
+from colorgan.errors import ColorganError
+from colorgan.training import TrainConfig
+
+
+def tiny_config(logdir, **overrides):
+    cfg = dict(data="samples", image_size=64, batch_size=4, generator="unet",
+               generator_options="base_filters=8,depth=6", critic="patchgan", critic_options="base_filters=8",
+               pretrain_steps=2, train_steps=3, log_every=1, eval_every=2, checkpoint_every=100,
+               val_images=4, cache=True, deterministic=True, logdir=str(logdir), progress=False, export=False)
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+def run_logging_losses(cfg, stop_at=None):
+    """train(cfg), recording each step's losses; SIGTERM ourselves at step ``stop_at``."""
+    losses = {}
+
+    def on_step(step, logs):
+        losses[step] = logs
+        if step == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return training.train(cfg, on_step=on_step), losses
+
+
+@pytest.mark.parametrize("objective,critic_options", [
+    ("vanilla", "base_filters=8"), ("lsgan", "base_filters=8"), ("wgan-gp", "base_filters=8,norm=instance")])
+def test_each_objective_trains_without_nan_and_reports_its_losses(tmp_path, objective, critic_options):
+    cfg = tiny_config(tmp_path, objective=objective, critic_options=critic_options, pretrain_steps=0,
+                      train_steps=3, critic_steps=2 if objective == "wgan-gp" else 1)
+    result, losses = run_logging_losses(cfg)
+    assert result["step"] == 3 and sorted(losses) == [1, 2, 3]
+    for logs in losses.values():
+        assert all(np.isfinite(v) for v in logs.values())
+        assert {"generator/loss", "generator/gan", "generator/l1", "critic/loss"} <= set(logs)
+        if objective == "wgan-gp":
+            assert {"critic/gradient_penalty", "critic/wasserstein"} <= set(logs)
+        else:
+            assert {"critic/accuracy_real", "critic/accuracy_fake"} <= set(logs)
+        np.testing.assert_allclose(logs["generator/loss"],
+                                   logs["generator/gan"] + 100 * logs["generator/l1"], rtol=1e-4)
+
+
+def test_l1_falls_on_a_fixed_batch(tmp_path):
+    t = training.Trainer(tiny_config(tmp_path, lr_generator=2e-3))
+    _, val_batch, _ = t.datasets(0)
+    l, ab = val_batch
+    first = float(t.pretrain_step(l, ab)["generator/l1"])
+    for _ in range(20):
+        last = float(t.pretrain_step(l, ab)["generator/l1"])
+    assert last < 0.6 * first
+    adversarial = [float(t.adversarial_step(l, ab)["generator/l1"]) for _ in range(5)]
+    assert np.isfinite(adversarial).all()
+
+
+def test_stages_switch_at_pretrain_steps_and_tensorboard_has_everything(tmp_path):
+    result, losses = run_logging_losses(tiny_config(tmp_path, pretrain_steps=2, train_steps=2))
+    assert set(losses[1]) == set(losses[2]) == {"generator/l1"}  # stage 1: L1 only, generator only
+    assert "critic/loss" in losses[3] and "generator/gan" in losses[4]
+    events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    expected = {"generator/loss", "generator/gan", "generator/l1", "critic/loss", "critic/accuracy_real",
+                "critic/accuracy_fake", "lr/generator", "lr/critic", "speed/images_per_second", "stage",
+                "val/l1", "val/psnr", "val/colourfulness", "val/gray_predicted_real"}
+    assert expected <= tags, expected - tags
+    stage = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("stage")]
+    assert stage == [1, 1, 2, 2]
+    grid = tf.image.decode_png(events.Tensors("val/gray_predicted_real")[-1].tensor_proto.string_val[2])
+    n_val = min(4, len(data.source_files("samples", "val")))
+    assert grid.shape == (3 * 64, n_val * 64, 3)  # rows gray / predicted / real, one column per photo
+    assert os.path.isfile(tmp_path / "flags.cfg") and os.path.isfile(tmp_path / "samples.png")
+    assert "--pretrain_steps=2" in (tmp_path / "flags.cfg").read_text()
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    # wgan-gp exercises the seeded penalty draws, depth 6 a dropout layer, lr decay the schedule.
+    kw = dict(objective="wgan-gp", critic_options="base_filters=8,norm=instance", critic_steps=2,
+              pretrain_steps=2, train_steps=4, lr_decay="linear")
+    _, straight = run_logging_losses(tiny_config(tmp_path / "straight", **kw))
+    first, interrupted = run_logging_losses(tiny_config(tmp_path / "resumed", **kw), stop_at=3)
+    assert first["stopped_by"] == "SIGTERM" and first["step"] == 3
+    assert os.path.basename(first["checkpoint"]) == "ckpt-3"
+    second, resumed = run_logging_losses(tiny_config(tmp_path / "resumed", **kw))
+    assert second["step"] == 6 and sorted(resumed) == [4, 5, 6]
+    for step in range(1, 7):
+        got = (interrupted if step <= 3 else resumed)[step]
+        for k, v in straight[step].items():
+            assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (step, k)
+
+
+def test_sigterm_in_a_real_process_saves_and_exits_zero(tmp_path):
+    import subprocess
+    import sys
+    import time
+    logdir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "--data=samples", "--image_size=32", "--batch_size=2",
+           "--generator_options=base_filters=8,depth=5", "--critic_options=base_filters=8",
+           "--pretrain_steps=100000", "--train_steps=0", "--checkpoint_every=100000", "--cache",
+           f"--logdir={logdir}", "--noprogress", "--noexport"]
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(str(logdir / "events.*")):
+            time.sleep(0.5)
+        time.sleep(3)  # let it take a few steps
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-2000:]
+    assert "stopped by SIGTERM" in out
+    assert tf.train.latest_checkpoint(str(logdir / "checkpoints")) is not None
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, pretrain_steps=4, train_steps=0, checkpoint_every=2)
+    real_step = training.Trainer.pretrain_step
+
+    def poisoned(self, l, ab):
+        logs = real_step(self, l, ab)
+        return {k: v * np.nan for k, v in logs.items()} if int(self.step.numpy()) == 2 else logs
+    monkeypatch.setattr(training.Trainer, "pretrain_step", poisoned)
+    with pytest.raises(ColorganError, match="not finite at step 3.*ckpt-2"):
+        training.train(cfg)
+    assert os.path.basename(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))) == "ckpt-2"
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    training.train(tiny_config(tmp_path, pretrain_steps=1, train_steps=0))
+    with pytest.raises(ColorganError, match="does not fit"):
+        training.train(tiny_config(tmp_path, generator_options="base_filters=16,depth=6", pretrain_steps=2))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(objective="hinge"), "unknown --objective"),
+    (dict(batch_size=0), "--batch_size must be positive"),
+    (dict(pretrain_steps=-1), "must not be negative"),
+    (dict(pretrain_steps=0, train_steps=0), "nothing to train"),
+    (dict(objective="wgan-gp", critic_options=""), "batch-norm critic"),
+    (dict(strategy="horovod"), "unknown --strategy"),
+    (dict(mixed_precision="int8"), "unknown --mixed_precision"),
+    (dict(data="s3://bucket"), "unknown data source"),
+    (dict(generator_options="depth"), "key=value"),
+])
+def test_bad_configuration_fails_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ColorganError, match=message):
+        training.validate(tiny_config(tmp_path, **overrides))
+
+
+def test_flagfile_round_trips_through_absl(tmp_path):
+    cfg = tiny_config(tmp_path, objective="lsgan", cache=False)
+    training.write_flagfile(cfg, str(tmp_path / "flags.cfg"))
+    text = (tmp_path / "flags.cfg").read_text()
+    assert "--objective=lsgan" in text and "--nocache" in text and "--deterministic" in text
+    assert len(text.splitlines()) == len(dataclasses.fields(TrainConfig))
+
+
+def test_parse_options_types():
+    assert training.parse_options("a=1, b=0.5,c=true,d=instance") == {"a": 1, "b": 0.5, "c": True, "d": "instance"}
