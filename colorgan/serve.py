@@ -63,9 +63,11 @@ def image_size_of(contents):
         with Image.open(io.BytesIO(contents)) as image:
             return image.size
     except Image.UnidentifiedImageError:  # its message names a BytesIO object, which helps nobody
-        raise ColorganError("the upload is not an image in a format colorgan reads; send a JPEG or PNG") from None
+        raise ColorganError("the upload is not an image in a format colorgan reads; "
+                            "send a JPEG or PNG") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ColorganError(f"the upload is not an image colorgan can read ({e}); send a JPEG or PNG") from None
+        raise ColorganError(f"the upload is not an image colorgan can read ({e}); "
+                            "send a JPEG or PNG") from None
 
 
 def encode_png(rgb, icc_profile=None):

@@ -134,7 +134,9 @@ def validate(cfg):
 
 def make_strategy(name):
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # All local GPUs; without GPUs, every logical CPU device (one unless configured otherwise).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ColorganError("--strategy=multi_worker needs TF_CONFIG describing the cluster "
@@ -185,9 +187,9 @@ def make_optimizer(lr, steps, cfg, ema=False):
 
 
 def current_lr(opt):
-    inner = getattr(opt, "inner_optimizer", opt)
-    lr = inner.learning_rate
-    return float(lr(inner.iterations) if callable(lr) else lr)
+    # Keras evaluates the schedule at the optimiser's iteration count; convert_to_tensor also reads
+    # a mirrored variable in cross-replica context.
+    return float(tf.convert_to_tensor(getattr(opt, "inner_optimizer", opt).learning_rate))
 
 
 def image_grid(l, fake_ab, real_ab):
@@ -236,14 +238,12 @@ class Trainer:
     def __init__(self, cfg):
         validate(cfg)
         self.cfg = cfg
+        # Collective ops (multi_worker) must be set up before any other TF op runs.
+        self.strategy = make_strategy(cfg.strategy)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.seed)
-        if cfg.mixed_precision:
-            keras.mixed_precision.set_dtype_policy(f"mixed_{cfg.mixed_precision}")
-        else:
-            keras.mixed_precision.set_dtype_policy("float32")
-        self.strategy = make_strategy(cfg.strategy)
+        keras.mixed_precision.set_dtype_policy(f"mixed_{cfg.mixed_precision}" if cfg.mixed_precision else "float32")
         replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % replicas:
             raise ColorganError(f"--batch_size={cfg.batch_size} does not divide across {replicas} replicas: "
@@ -552,7 +552,7 @@ def train(cfg, on_step=None):
         stop.restore()
 
     result.update(step=int(t.step.numpy()), logs=last_logs, checkpoint=t.manager.latest_checkpoint,
-                  logdir=cfg.logdir)
+                  logdir=cfg.logdir, trainer=t)
     if result["stopped_by"] is None and t.chief:
         result.update(finish(t, val_batch))
     return result

@@ -1,0 +1,112 @@
+"""The web colorizer in a real browser: headless Debian Chromium, driven by Selenium, on localhost only.
+
+Needs `chromium`, `chromium-driver` (Debian) and `selenium` (PyPI); skipped with the reason when any is
+missing. `make test` installs them when it can.
+"""
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from colorgan import serve
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+INSTALL = "install it with `apt-get install chromium chromium-driver` (make test does when it can)"
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason=f"Chromium is not installed; {INSTALL}"),
+    pytest.mark.skipif(CHROMEDRIVER is None, reason=f"chromedriver is not installed; {INSTALL}"),
+]
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed; pip install selenium")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
+PHOTO = os.path.join(SKIMAGE_DATA, "coffee.png")  # a real photo, wider than tall, so sizes cannot swap
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from colorgan import models
+    from colorgan.inference import load_colorizer
+    path = tmp_path_factory.mktemp("model") / "g.keras"
+    models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(path)
+    server = serve.ColorizeServer(load_colorizer(str(path)), port=0, quiet=True).serve_in_background()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--no-proxy-server", "--window-size=1280,1000", "--disable-extensions"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: Selenium must not try to download one (no internet here).
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_until_finished(browser, timeout=60):
+    WebDriverWait(browser, timeout).until(
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+    return browser.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+
+
+def upload(browser, server, path):
+    browser.get(server.url)
+    assert "colorgan" in browser.title
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    return wait_until_finished(browser)
+
+
+def test_page_colorizes_an_uploaded_photo(browser, server, tmp_path):
+    state = upload(browser, server, PHOTO)
+    status = browser.find_element(By.ID, "status").text
+    assert state == "done", status
+    width, height = Image.open(PHOTO).size
+    size = browser.execute_script("const i = document.getElementById('colorized');"
+                                  "return [i.naturalWidth, i.naturalHeight];")
+    assert size == [width, height]
+    download = browser.find_element(By.ID, "download")
+    assert download.get_attribute("href").startswith("blob:")
+    assert download.get_attribute("download") == "coffee-colorized.png"
+    assert browser.find_element(By.ID, "original").is_displayed()
+    assert browser.find_element(By.ID, "colorized").is_displayed()
+
+    screenshot = tmp_path / "colorizer-page.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"screenshot: {screenshot}")
+
+    # The before/after view: the slider moves the split between the gray original and the result.
+    browser.find_element(By.ID, "view-compare").click()
+    assert browser.find_element(By.ID, "compare").is_displayed()
+    assert not browser.find_element(By.ID, "pair").is_displayed()
+    browser.execute_script("const s = document.getElementById('split'); s.value = 30;"
+                           "s.dispatchEvent(new Event('input'));")
+    split = browser.execute_script("return document.getElementById('compare').style"
+                                   ".getPropertyValue('--split')")
+    assert split == "30%"
+    compare = tmp_path / "colorizer-compare.png"
+    browser.save_screenshot(str(compare))
+    print(f"screenshot: {compare}")
+
+    # Nothing blocked or broken: a request for anything off this server would show up here.
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_page_shows_a_readable_message_for_a_bad_file(browser, server, tmp_path):
+    bad = tmp_path / "not-a-photo.png"
+    bad.write_text("this is a text file, not a photo")
+    assert upload(browser, server, bad) == "error"
+    status = browser.find_element(By.ID, "status")
+    assert "error" in status.get_attribute("class")
+    assert "not an image" in status.text and "{" not in status.text
+    browser.save_screenshot(str(tmp_path / "colorizer-error.png"))
+    print(f"screenshot: {tmp_path / 'colorizer-error.png'}")
