@@ -158,17 +158,49 @@ def source_files(source, split="all", val_share=0.05):
     return files
 
 
+def count_examples(source, split, val_share=0.05, download=False, data_dir=None):
+    """Photos in a source's split, checked before any work starts: a missing dataset fails here.
+
+    For TFDS this reads only the dataset's metadata; None if it will be downloaded on first use.
+    """
+    kind, arg = parse_source(source)
+    if kind != "tfds":
+        return len(source_files(source, split, val_share))
+    builder = _tfds_builder(arg, data_dir)
+    if not builder.is_prepared():
+        if download:
+            return None
+        raise _missing_tfds(arg, _TFDS_SPLITS[split], "not downloaded")
+    return sum(builder.info.splits[s].num_examples for s in _TFDS_SPLITS[split].split("+"))
+
+
+_TFDS_SPLITS = {"train": "train", "val": "validation", "all": "train+validation"}
+
+
+def _missing_tfds(name, split, why):
+    return ColorganError(
+        f"TFDS dataset {name!r} ({split}) is not available locally ({why}); fetch it with: "
+        f"python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', split='{split}')\"  "
+        "(or pass --download), or use --data=folder:PATH")
+
+
+def _tfds_builder(name, data_dir):
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ColorganError(f"unknown TFDS dataset {name!r}: see `tfds build --help` or "
+                            "https://www.tensorflow.org/datasets/catalog for names") from None
+
+
 def load_tfds(name, split, download=False, data_dir=None):
     """A TFDS split as a dataset of float RGB images."""
-    tfds_split = {"train": "train", "val": "validation", "all": "train+validation"}[split]
+    tfds_split = _TFDS_SPLITS[split]
+    _tfds_builder(name, data_dir)
     try:
         ds = tfds.load(name, split=tfds_split, download=download, data_dir=data_dir,
                        shuffle_files=False)
-    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError) as e:
-        raise ColorganError(
-            f"TFDS dataset {name!r} ({tfds_split}) is not available locally ({str(e).splitlines()[0][:120]}); "
-            f"fetch it with: python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', "
-            f"split='{tfds_split}')\"  (or pass --download), or use --data=folder:PATH") from None
+    except (AssertionError, FileNotFoundError) as e:
+        raise _missing_tfds(name, tfds_split, str(e).splitlines()[0][:120]) from None
     return ds.map(lambda ex: tf.image.convert_image_dtype(ex["image"], tf.float32),
                   num_parallel_calls=tf.data.AUTOTUNE)
 

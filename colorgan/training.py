@@ -248,6 +248,9 @@ class Trainer:
         if cfg.batch_size % replicas:
             raise ColorganError(f"--batch_size={cfg.batch_size} does not divide across {replicas} replicas: "
                                 f"use a multiple of {replicas}")
+        # Fail on a missing dataset now, not after building a 54M-parameter model.
+        self.files_per_epoch = data.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
+                                                   cfg.data_dir or None)
         self.chief = is_chief(self.strategy)
         self.out_dir = worker_dir(cfg, self.strategy, self.chief)
         self.objective = losses.OBJECTIVES[cfg.objective]()
@@ -403,9 +406,7 @@ class Trainer:
         val_batch = next(iter(val), None)
         if val_batch is None:
             raise ColorganError(f"validation source {val_source!r} gave no readable photos")
-        kind, _ = data.parse_source(cfg.data)
-        files_per_epoch = len(data.source_files(cfg.data, "train", cfg.val_share)) if kind != "tfds" else None
-        return train, val_batch, files_per_epoch
+        return train, val_batch, self.files_per_epoch
 
     # ----------------------------------------------------------------------------------------------
     # Validation
