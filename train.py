@@ -29,10 +29,11 @@ def main(argv):
         print(f"stopped by {result['stopped_by']} at step {result['step']}; checkpoint: {result['checkpoint']}")
         return
     print(f"\nfinished {result['step']} steps in {cfg.logdir}")
+    notes = {"samples": "  rows: gray input / predicted / real"}
     for what, key in (("TensorBoard logs", "logdir"), ("checkpoint", "checkpoint"), ("sample grid", "samples"),
                       ("Keras generator", "generator"), ("SavedModel", "saved_model")):
         if result.get(key):
-            print(f"  {what:17s} {result[key]}")
+            print(f"  {what:17s} {result[key]}{notes.get(key, '')}")
     print(f"  {'run flags':17s} {cfg.logdir}/flags.cfg")
     print(f"  view with:        tensorboard --logdir {cfg.logdir}")
 
