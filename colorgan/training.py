@@ -299,6 +299,9 @@ class Trainer:
         try:
             return self.manager.save(checkpoint_number=int(self.step.numpy()))
         except (OSError, tf.errors.OpError) as e:
+            # TF writes into ckpt-N_temp and renames when done: drop the half-written attempt.
+            for leftover in tf.io.gfile.glob(os.path.join(self.manager.directory, "*_temp")):
+                tf.io.gfile.rmtree(leftover)
             raise ColorganError(f"could not write a checkpoint to {self.manager.directory} "
                                 f"({str(e).splitlines()[0][:120]}); free disk space or change --logdir. "
                                 f"The previous checkpoint ({self.manager.latest_checkpoint}) is intact") from None
