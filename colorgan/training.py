@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from colorgan import color, data, losses, models
+from colorgan import color, data, losses, metrics, models
 from colorgan.errors import ColorganError
 
 
@@ -204,17 +204,6 @@ def write_png(path, image):
     tmp = path + ".tmp"
     tf.io.write_file(tmp, tf.io.encode_png(image))
     os.replace(tmp, path)
-
-
-def colourfulness(rgb):
-    """Hasler and Suesstrunk (2003) colourfulness of uint8-scale RGB images (B, H, W, 3) -> (B,)."""
-    rgb = tf.cast(rgb, tf.float32)
-    r, g, b = tf.unstack(rgb, axis=-1)
-    rg, yb = r - g, 0.5 * (r + g) - b
-    axes = [1, 2]
-    std = tf.sqrt(tf.math.reduce_variance(rg, axes) + tf.math.reduce_variance(yb, axes))
-    mean = tf.sqrt(tf.reduce_mean(rg, axes) ** 2 + tf.reduce_mean(yb, axes) ** 2)
-    return std + 0.3 * mean
 
 
 def rng_states(model):
@@ -415,17 +404,17 @@ class Trainer:
     # Validation
 
     def validate(self, val_batch):
+        """Scores on the fixed validation batch (uint8 RGB, as evaluate.py) and its image grid."""
         l, ab = val_batch
         fake = tf.cast(self.generator(l, training=False), tf.float32)
-        to_uint8 = lambda x: tf.image.convert_image_dtype(x, tf.uint8, saturate=True)
+        to_uint8 = lambda x: tf.image.convert_image_dtype(x, tf.uint8, saturate=True).numpy()
         real_rgb, fake_rgb = to_uint8(color.model_to_rgb(l, ab)), to_uint8(color.model_to_rgb(l, fake))
-        psnr = tf.image.psnr(real_rgb, fake_rgb, max_val=255)
-        finite = tf.boolean_mask(psnr, tf.math.is_finite(psnr))
+        psnr, _ = metrics.mean_finite(metrics.psnr(real_rgb, fake_rgb))
         return {
             "val/l1": float(tf.reduce_mean(tf.abs(fake - ab))),
-            "val/psnr": float(tf.reduce_mean(finite)) if tf.size(finite) > 0 else float("inf"),
-            "val/colourfulness": float(tf.reduce_mean(colourfulness(fake_rgb))),
-            "val/colourfulness_real": float(tf.reduce_mean(colourfulness(real_rgb))),
+            "val/psnr": psnr if psnr is not None else float("inf"),
+            "val/colourfulness": float(metrics.colourfulness(fake_rgb).mean()),
+            "val/colourfulness_real": float(metrics.colourfulness(real_rgb).mean()),
         }, image_grid(l[:8], fake[:8], ab[:8])
 
 
