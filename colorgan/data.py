@@ -43,9 +43,14 @@ def decode_image(contents):
     Grayscale, RGBA, palette, 16-bit PNG, CMYK JPEG, WebP and animated GIF (first frame) all come out
     as 3-channel RGB. Corrupt, truncated or empty data raises ``tf.errors.InvalidArgumentError``.
     """
-    # uint8 is the only dtype every decoder accepts (WebP refuses float); 16-bit PNG is scaled down.
-    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, 3])
+    # JPEG with the accurate integer DCT: the same pixels as libjpeg/PIL, which evaluation and
+    # inference use. Everything else as uint8, the one dtype every decoder accepts (WebP refuses
+    # float); 16-bit PNG is scaled down.
+    image = tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.ensure_shape(tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
+                                                   expand_animations=False), [None, None, 3]))
     tf.debugging.assert_positive(tf.size(image), message="empty image")
     return tf.image.convert_image_dtype(image, tf.float32)
 
