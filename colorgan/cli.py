@@ -114,7 +114,8 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
     import numpy as np
     from colorgan import inference
 
-    bar = keras.utils.Progbar(len(jobs), unit_name="photo") if progress and jobs else None
+    # The bar redraws one line; in a log file (no terminal) it would only add noise.
+    bar = keras.utils.Progbar(len(jobs), unit_name="photo") if progress and jobs and sys.stdout.isatty() else None
     pending = {}  # (H, W, C) -> [(job, photo)]
 
     def finish(group):

@@ -518,6 +518,10 @@ def train(cfg, on_step=None):
                                              "lr/critic": current_lr(t.d_opt), "stage": 1 if pretraining else 2})
                     for k, v in logs_out.items():
                         tf.summary.scalar(k, v, step=step)
+                    if progress is None and t.chief:  # logs under a scheduler, where no bar is drawn
+                        logging.info("step %d/%d stage %d %s %.1f img/s", step, cfg.total_steps,
+                                     logs_out["stage"], " ".join(f"{k}={v:.4g}" for k, v in logs.items()),
+                                     logs_out["speed/images_per_second"])
                     images_seen_since, clock = 0, now
                 if step % cfg.eval_every == 0 or step == cfg.total_steps:
                     scores, grid = t.validate(val_batch)

@@ -1,4 +1,4 @@
-"""evaluate.py: the protocol, the baselines, colorizers of any size, the reports and user errors."""
+"""evaluate.py and colorgan.evaluation: the protocol, the baselines, colorizers of any size, the reports and user errors."""
 import csv
 import io
 import json
@@ -12,13 +12,9 @@ from PIL import Image
 from skimage import color as skcolor
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorgan import inception
+from colorgan import evaluation, inception
 from colorgan.errors import ColorganError
 from conftest import REPO, read_rgb
-
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-import evaluate  # noqa: E402  (the top-level script)
 
 FIXED_SET = ("astronaut.png", "chelsea.png", "coffee.png")  # shipped with scikit-image
 
@@ -45,9 +41,9 @@ class ZeroColorizer:
 def test_protocol_is_a_straight_bicubic_resize_or_a_centre_crop(fixed_set):
     _, photo = fixed_set[0]
     photo = photo[:300, :200]  # portrait
-    straight = evaluate.fit_to_protocol(photo, 64, "straight")
+    straight = evaluation.fit_to_protocol(photo, 64, "straight")
     np.testing.assert_array_equal(straight, np.asarray(Image.fromarray(photo).resize((64, 64), Image.BICUBIC)))
-    cropped = evaluate.fit_to_protocol(photo, 64, "center_crop")
+    cropped = evaluation.fit_to_protocol(photo, 64, "center_crop")
     resized = np.asarray(Image.fromarray(photo).resize((64, 96), Image.BICUBIC))
     np.testing.assert_array_equal(cropped, resized[16:80])
 
@@ -56,15 +52,15 @@ def test_jpeg_is_decoded_exactly_as_libjpeg_does(fixed_set):
     buffer = io.BytesIO()
     Image.fromarray(fixed_set[1][1]).save(buffer, "JPEG", quality=92)
     contents = buffer.getvalue()
-    np.testing.assert_array_equal(evaluate.decode_photo(contents), np.asarray(Image.open(io.BytesIO(contents))))
+    np.testing.assert_array_equal(evaluation.decode_photo(contents), np.asarray(Image.open(io.BytesIO(contents))))
     buffer = io.BytesIO()
     Image.fromarray(fixed_set[1][1]).convert("L").save(buffer, "PNG")
-    gray = evaluate.decode_photo(buffer.getvalue())
+    gray = evaluation.decode_photo(buffer.getvalue())
     assert gray.shape == fixed_set[1][1].shape and np.all(gray[..., 0] == gray[..., 2])
 
 
 def test_gray_gives_the_expected_numbers_on_a_fixed_set(fixed_set):
-    result = evaluate.evaluate("gray", fixed_set, progress=False)
+    result = evaluation.evaluate("gray", fixed_set, progress=False)
     # The same protocol computed independently with skimage's colour conversion and metrics.
     expected = []
     for _, photo in fixed_set:
@@ -91,20 +87,20 @@ def test_gray_gives_the_expected_numbers_on_a_fixed_set(fixed_set):
 
 
 def test_identity_gives_infinite_psnr_and_no_colourfulness_gap(fixed_set):
-    result = evaluate.evaluate("identity", fixed_set, size=64, progress=False)
+    result = evaluation.evaluate("identity", fixed_set, size=64, progress=False)
     model = result.aggregates["model"]
     assert model["psnr"] is None and model["psnr_infinite_images"] == 3
     assert all(np.isinf(row["psnr"]) for row in result.rows)
     assert model["delta_colourfulness"] == 0.0
     assert model["ssim"] == pytest.approx(1.0) and model["auc"] == 1.0 and model["ab_mae"] == 0.0
     assert result.aggregates["gray"]["psnr"] < 30  # the baseline is still reported beside it
-    assert "photos with PSNR = inf" in evaluate.report_table(result, "identity")
+    assert "photos with PSNR = inf" in evaluation.report_table(result, "identity")
 
 
 @pytest.mark.parametrize("model_size", [64, 32])
 def test_a_colorizer_of_any_size_that_predicts_no_colour_scores_as_the_gray_baseline(fixed_set, model_size):
     colorizer = ZeroColorizer(model_size)
-    result = evaluate.evaluate(colorizer, fixed_set, size=64, batch_size=2, progress=False)
+    result = evaluation.evaluate(colorizer, fixed_set, size=64, batch_size=2, progress=False)
     assert [l.shape for l in colorizer.inputs] == [(2, model_size, model_size, 1), (1, model_size, model_size, 1)]
     assert all(-1.0 <= l.min() and l.max() <= 1.0 for l in colorizer.inputs)
     assert result.aggregates["model"] == result.aggregates["gray"]
@@ -115,7 +111,7 @@ def test_colour_moves_the_metrics_away_from_the_gray_baseline(fixed_set):
         def predict_ab(self, l):
             return np.full(l.shape[:-1] + (2,), 0.25, np.float32)  # a = b = 27.5: orange everywhere
 
-    result = evaluate.evaluate(WarmColorizer(64), fixed_set, size=64, progress=False)
+    result = evaluation.evaluate(WarmColorizer(64), fixed_set, size=64, progress=False)
     model, gray = result.aggregates["model"], result.aggregates["gray"]
     assert model["colourfulness"] > 10 * gray["colourfulness"]
     assert model["ab_mae"] != gray["ab_mae"] and model["psnr"] != gray["psnr"]
@@ -127,9 +123,9 @@ def test_a_saved_keras_generator_is_loaded_through_the_inference_module(tmp_path
     from colorgan import models
     generator = models.build_generator("unet", image_size=32, base_filters=4, depth=5)
     generator.save(tmp_path / "generator.keras")
-    colorizer = evaluate.load_model(str(tmp_path / "generator.keras"))
+    colorizer = evaluation.load_model(str(tmp_path / "generator.keras"))
     assert colorizer.image_size == 32
-    result = evaluate.evaluate(colorizer, fixed_set, size=64, progress=False)
+    result = evaluation.evaluate(colorizer, fixed_set, size=64, progress=False)
     model = result.aggregates["model"]
     assert np.isfinite(model["psnr"]) and 0 < model["ssim"] <= 1 and 0 < model["auc"] <= 1
     assert result.first[0].output.shape == (64, 64, 3)
@@ -137,7 +133,7 @@ def test_a_saved_keras_generator_is_loaded_through_the_inference_module(tmp_path
 
 def test_extremes_are_the_worst_and_best_photos_by_psnr(sample_photos):
     photos = [(p, read_rgb(p)) for p in sample_photos[:6]]
-    result = evaluate.evaluate("gray", photos, size=32, batch_size=4, extremes=2, grid_images=3, progress=False)
+    result = evaluation.evaluate("gray", photos, size=32, batch_size=4, extremes=2, grid_images=3, progress=False)
     psnrs = sorted(row["psnr"] for row in result.rows)
     assert [e.psnr for e in result.worst] == psnrs[:2]
     assert [e.psnr for e in result.best] == psnrs[::-1][:2]
@@ -150,28 +146,28 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, fixed_set):
         Image.fromarray(photo).save(tmp_path / name)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     unreadable = []
-    total, photos = evaluate.read_photos(f"folder:{tmp_path}", "all", unreadable)
-    result = evaluate.evaluate("gray", photos, size=32, total=total, unreadable=unreadable, progress=False)
+    total, photos = evaluation.read_photos(f"folder:{tmp_path}", "all", unreadable)
+    result = evaluation.evaluate("gray", photos, size=32, total=total, unreadable=unreadable, progress=False)
     assert total == 3 and result.protocol["images"] == 2
     assert result.unreadable == [str(tmp_path / "broken.jpg")]
 
 
 def test_fid_is_skipped_with_a_reason_and_everything_else_reported(monkeypatch, fixed_set):
     monkeypatch.setenv("COLORGAN_FID_WEIGHTS", "/nonexistent/default_1.pt")
-    features, reason = evaluate.make_feature_extractor(True)
+    features, reason = evaluation.make_feature_extractor(True)
     assert features is None and "COLORGAN_FID_WEIGHTS" in reason
-    result = evaluate.evaluate("gray", fixed_set, size=32, features=features, fid_skipped=reason, progress=False)
+    result = evaluation.evaluate("gray", fixed_set, size=32, features=features, fid_skipped=reason, progress=False)
     assert result.fid_skipped == reason and result.aggregates["gray"]["fid"] is None
     assert result.aggregates["gray"]["psnr"] > 0
-    table = evaluate.report_table(result, "gray")
+    table = evaluation.report_table(result, "gray")
     assert f"FID skipped: {reason}" in table.splitlines()
     assert not any(line.startswith("FID ") and "skipped" not in line for line in table.splitlines())
 
 
 def test_shared_validation_set_reproduces_the_reference_gray_numbers(shared_data):
     unreadable = []
-    total, photos = evaluate.read_photos(f"folder:{shared_data}/val", "all", unreadable)
-    result = evaluate.evaluate("gray", photos, total=total, batch_size=25, progress=False)
+    total, photos = evaluation.read_photos(f"folder:{shared_data}/val", "all", unreadable)
+    result = evaluation.evaluate("gray", photos, total=total, batch_size=25, progress=False)
     gray = result.aggregates["gray"]
     assert result.protocol["images"] == 200 and not unreadable
     assert round(gray["psnr"], 2) == 23.45
@@ -222,8 +218,8 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: image folder")
     with pytest.raises(ColorganError, match="no such file"):
-        evaluate.load_model(str(tmp_path / "no-such-run"))
+        evaluation.load_model(str(tmp_path / "no-such-run"))
     with pytest.raises(ColorganError, match="too small"):
-        evaluate.evaluate("gray", [], size=4, progress=False)
+        evaluation.evaluate("gray", [], size=4, progress=False)
     with pytest.raises(ColorganError, match="no readable photos"):
-        evaluate.evaluate("gray", [], progress=False)
+        evaluation.evaluate("gray", [], progress=False)

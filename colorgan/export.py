@@ -1,0 +1,271 @@
+"""Export a trained generator for serving (TF SavedModel) and for phones (TFLite), and check the copies.
+
+SavedModel: the whole photo-in, photo-out pipeline is in the graph, so a TF Serving client sends JPEG
+or PNG bytes of any size and gets PNG bytes back at the same size. TFLite: only the L -> ab generator
+goes into the flatbuffer; the colour conversion around it runs on the phone's side (or in
+`colorgan.inference.TFLiteColorizer` here).
+"""
+import datetime
+import json
+import math
+import pathlib
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from colorgan import color, inference
+from colorgan.errors import ColorganError
+
+NORMALISATION = {
+    "input": "L (CIE Lab, D65, sRGB pixel values), scaled L/50 - 1 to [-1, 1], shape (1, S, S, 1)",
+    "output": "ab (CIE Lab), scaled ab/110 to [-1, 1], shape (1, S, S, 2)",
+    "full_resolution": "resize the photo to S x S for L in; resize ab out (bilinear) to the photo's size "
+                       "and join it with the photo's own L",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# EXIF orientation inside the graph. tf.io.decode_image ignores EXIF, and a phone photo taken
+# upright is often stored sideways with an orientation tag; PIL's exif_transpose handles it in
+# the Python path, this handles it in the SavedModel so that both give the same picture.
+# ---------------------------------------------------------------------------------------------
+
+# IFD entry of the Orientation tag (0x0112, type SHORT, count 1), little- and big-endian. The value
+# follows in the next two bytes. Ten matching bytes do not occur by chance in a file's first 64 KiB.
+_ORIENTATION_ENTRY_LE = [0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]
+_ORIENTATION_ENTRY_BE = [0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01]
+_EXIF_SEARCH_BYTES = 65536  # EXIF lives in one JPEG APP1 segment (at most 64 KiB) near the start
+
+
+def exif_orientation(contents):
+    """Encoded image bytes (scalar string) -> EXIF orientation 1..8 as int32, 1 when there is none."""
+    head = tf.io.decode_raw(tf.strings.substr(contents, 0, _EXIF_SEARCH_BYTES), tf.uint8)
+    head = tf.cast(tf.concat([head, tf.zeros([10], tf.uint8)], axis=0), tf.int32)
+    windows = tf.signal.frame(head, 10, 1)
+    little = tf.reduce_all(windows[:, :8] == _ORIENTATION_ENTRY_LE, axis=1) & (windows[:, 9] == 0)
+    big = tf.reduce_all(windows[:, :8] == _ORIENTATION_ENTRY_BE, axis=1) & (windows[:, 8] == 0)
+    values = tf.where(little, windows[:, 8], tf.where(big, windows[:, 9], 0))
+    values = tf.boolean_mask(values, (values >= 1) & (values <= 8))
+    return tf.cond(tf.size(values) > 0, lambda: values[0], lambda: tf.constant(1, tf.int32))
+
+
+def apply_exif_orientation(image, orientation):
+    """Turn an (H, W, C) image upright, as PIL.ImageOps.exif_transpose does."""
+    transpose = lambda x: tf.transpose(x, [1, 0, 2])
+    return tf.switch_case(orientation - 1, [
+        lambda: image,                                        # 1: stored upright
+        lambda: tf.reverse(image, [1]),                       # 2: stored mirrored
+        lambda: tf.image.rot90(image, 2),                     # 3: stored upside down
+        lambda: tf.reverse(image, [0]),                       # 4: stored upside down and mirrored
+        lambda: transpose(image),                             # 5: stored transposed
+        lambda: tf.image.rot90(image, 3),                     # 6: stored turned a quarter left; turn right
+        lambda: tf.image.rot90(transpose(image), 2),          # 7: stored transverse
+        lambda: tf.image.rot90(image, 1),                     # 8: stored turned a quarter right; turn left
+    ])
+
+
+# ---------------------------------------------------------------------------------------------
+# SavedModel
+# ---------------------------------------------------------------------------------------------
+
+class ServingPipeline:
+    """The generator and the full-resolution pipeline around it: the bodies of the three signatures."""
+
+    def __init__(self, generator, image_size):
+        self.generator = generator
+        self.image_size = image_size
+
+    def predict_ab(self, l):
+        return {"ab": tf.cast(self.generator(l, training=False), tf.float32)}
+
+    def colorize_tensor(self, image):
+        l_full, l_model = inference.prepare(image[None], self.image_size)
+        return {"image": inference.finish(l_full, self.predict_ab(l_model)["ab"])[0]}
+
+    def colorize_encoded(self, images):
+        # Photos differ in size, so each is decoded on its own; but the generator runs once, on the
+        # whole batch at model size, outside the loop.
+        def decode(contents):
+            image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+            return apply_exif_orientation(image, exif_orientation(contents))
+
+        def model_input(contents):
+            return inference.prepare(decode(contents)[None], self.image_size)[1][0]
+
+        def encode(contents_and_ab):
+            contents, ab = contents_and_ab
+            l_full, _ = inference.prepare(decode(contents)[None], self.image_size)
+            return tf.io.encode_png(inference.finish(l_full, ab[None])[0])
+
+        spec = tf.TensorSpec([self.image_size, self.image_size, 1], tf.float32)
+        ab = self.predict_ab(tf.map_fn(model_input, images, fn_output_signature=spec))["ab"]
+        return {"images": tf.map_fn(encode, (images, ab), fn_output_signature=tf.string)}
+
+    def archive(self):
+        """A keras ExportArchive with the three signatures.
+
+        Keras' archive (rather than a plain tf.Module) is what makes the Keras 3 variables loadable
+        by TF1-style loaders such as `saved_model_cli run`; with tf.saved_model.save of a module
+        holding the model they are missing there.
+        """
+        size = self.image_size
+        archive = keras.export.ExportArchive()
+        archive.track(self.generator)
+        archive.add_endpoint("serving_default", self.colorize_encoded,
+                             [tf.TensorSpec([None], tf.string, name="images")])
+        archive.add_endpoint("colorize_tensor", self.colorize_tensor,
+                             [tf.TensorSpec([None, None, None], tf.uint8, name="image")])
+        archive.add_endpoint("predict_ab", self.predict_ab,
+                             [tf.TensorSpec([None, size, size, 1], tf.float32, name="l")])
+        return archive
+
+
+def next_version(model_base):
+    versions = [int(p.name) for p in pathlib.Path(model_base).glob("*") if p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def metadata(image_size, source, **extra):
+    return {"image_size": int(image_size), "normalisation": NORMALISATION, "source": str(source),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+def export_saved_model(generator, image_size, out_dir, name="colorgan", version=None, source=""):
+    """Write `out_dir/name/version/` in the TF Serving layout; returns that path.
+
+    The SavedModel is built in a hidden temporary folder beside it and renamed into place, so TF
+    Serving (which polls for numeric folders) never sees a half-written version.
+    """
+    model_base = pathlib.Path(out_dir) / name
+    version = int(version) if version is not None else next_version(model_base)
+    target = model_base / str(version)
+    if target.exists():
+        raise ColorganError(f"{target} already exists; pick another --version or remove it")
+    model_base.mkdir(parents=True, exist_ok=True)
+    archive = ServingPipeline(generator, image_size).archive()
+    temporary = pathlib.Path(tempfile.mkdtemp(dir=model_base, prefix=f".{version}.", suffix=".tmp"))
+    try:
+        archive.write_out(str(temporary), verbose=False)
+        extra = temporary / inference.SAVED_MODEL_METADATA
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_text(json.dumps(metadata(image_size, source, format="saved_model", version=version),
+                                    indent=2))
+        temporary.chmod(0o777 & ~inference.current_umask())  # mkdtemp makes 0700; serving may run as another user
+        temporary.rename(target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# TFLite
+# ---------------------------------------------------------------------------------------------
+
+VARIANTS = ("float32", "float16", "int8", "dynamic_int8")
+DYNAMIC_INT8_WARNING = (
+    "dynamic_int8 (dynamic-range) quantisation re-quantises float activations at every layer, and its speed "
+    "depends on the runtime: for the 256-pixel pix2pix U-Net on x86, LiteRT's built-in kernels ran it 26 times "
+    "slower than float32 (about 50 times is reported elsewhere), while the default XNNPACK delegate ran it 2 "
+    "times faster. Time it on the target device; int8 (full-integer) is small and fast everywhere.")
+
+
+def convert_tflite(generator, image_size, variant, representative_l=None):
+    """The generator alone as a batch-1 TFLite flatbuffer (bytes).
+
+    float32: as trained. float16: weights stored in half precision (half the size, runs as float).
+    int8: weights and activations in int8, with int8 input and output; needs `representative_l`,
+    an iterable of normalised L batches (1, S, S, 1) from the data pipeline to calibrate ranges.
+    dynamic_int8: int8 weights, float activations; see DYNAMIC_INT8_WARNING.
+    """
+    if variant not in VARIANTS:
+        raise ColorganError(f"unknown TFLite variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    if variant == "int8" and representative_l is None:
+        raise ColorganError("int8 conversion needs representative photos to calibrate: pass --data")
+    if variant == "dynamic_int8":
+        logging.warning(DYNAMIC_INT8_WARNING)
+    # Convert from a SavedModel of the inference call: that freezes Keras 3 variables into constants.
+    # (from_concrete_functions leaves them as uninitialised resource variables in TF 2.21, and the
+    # model then outputs NaN.) This is what from_keras_model does, minus its printout and with batch 1.
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+    archive.add_endpoint("serve", lambda l: generator(l, training=False),
+                         [tf.TensorSpec([1, image_size, image_size, 1], tf.float32, name="l")])
+    with tempfile.TemporaryDirectory() as saved_model:
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        if variant != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif variant == "int8":
+            converter.representative_dataset = lambda: ([np.asarray(l, np.float32)] for l in representative_l)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def write_tflite(flatbuffer, path, image_size, variant, source="", **extra):
+    """Write `path` (.tflite) and its metadata JSON beside it, each atomically."""
+    path = pathlib.Path(path)
+    inference.write_atomically(path, lambda f: f.write(flatbuffer))
+    info = metadata(image_size, source, format="tflite", variant=variant, **extra)
+    if variant == "int8":
+        # A phone app quantises L and dequantises ab itself: real = scale * (q - zero_point).
+        from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(model_content=flatbuffer)
+        (tensor_in,), (tensor_out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        info["quantisation"] = {
+            name: {"dtype": "int8", "scale": float(t["quantization"][0]), "zero_point": int(t["quantization"][1])}
+            for name, t in (("input", tensor_in), ("output", tensor_out))}
+    inference.write_atomically(path.with_suffix(inference.METADATA_SUFFIX),
+                               lambda f: f.write(json.dumps(info, indent=2).encode()))
+    return path
+
+
+def representative_l_batches(source, image_size, count):
+    """`count` normalised L batches of one photo each, from the data pipeline's training photos."""
+    from colorgan import data
+    dataset = data.make_dataset(source, "train", image_size, batch_size=1, training=False)
+    return [l.numpy() for l, _ in dataset.take(count)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a converted model against the Keras one
+# ---------------------------------------------------------------------------------------------
+
+def parity(reference, candidate, l_batches):
+    """Compare two colorizers' ab on the same normalised L inputs.
+
+    Returns the maximum and mean absolute ab difference in Lab units, and the PSNR (dB) of the
+    candidate's RGB colours against the reference's RGB colours (both built on the same L).
+    """
+    differences, squared_errors = [], []
+    for l in l_batches:
+        ab_reference = reference.predict_ab(l)
+        ab_candidate = candidate.predict_ab(l)
+        differences.append(np.abs(ab_candidate - ab_reference).ravel() * color.AB_SCALE)
+        rgb_reference = color.model_to_rgb(l, ab_reference).numpy()
+        rgb_candidate = color.model_to_rgb(l, ab_candidate).numpy()
+        squared_errors.append(((rgb_candidate - rgb_reference) ** 2).ravel())
+    differences = np.concatenate(differences)
+    mse = float(np.concatenate(squared_errors).mean())
+    return {"max_ab_diff": float(differences.max()), "mean_ab_diff": float(differences.mean()),
+            "psnr_db": math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)}
+
+
+def seconds_per_photo(colorizer, l, repeats=5):
+    """Median wall time of one predict_ab call on a single photo, after one warm-up call."""
+    colorizer.predict_ab(l)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        colorizer.predict_ab(l)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -1,0 +1,351 @@
+"""Full-resolution colourising with a trained generator, whatever form it was saved in.
+
+The generator works at one square size S. A photo of any size is resized to S x S for the model;
+the predicted ab channels are resized back (bilinear) to the photo's own size and joined with the
+photo's full-resolution L. The output therefore has exactly the input's size and, up to uint8
+rounding and gamut clipping, exactly its lightness.
+
+    colorizer = load_colorizer("runs/quickstart")   # run dir, checkpoint, .keras, SavedModel, .tflite
+    ab = colorizer.predict_ab(l)                     # normalised L (B,S,S,1) -> normalised ab (B,S,S,2)
+    rgb = colorizer.colorize(read_photo("cat.jpg").pixels)   # uint8 HxWxC -> uint8 HxWx3
+
+Colour profiles are ignored consistently: pixel values are treated as sRGB for the Lab maths in
+every path (Python, SavedModel, TFLite). `write_photo` copies the input's ICC profile onto the
+output, so a photo in, say, Adobe RGB comes back in the same space rather than silently reinterpreted.
+"""
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from colorgan import color
+from colorgan.errors import ColorganError
+
+# Name of the metadata file written next to a .tflite and inside a SavedModel's assets.extra/.
+METADATA_SUFFIX = ".json"
+SAVED_MODEL_METADATA = "assets.extra/colorgan.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# The full-resolution pipeline, as TF functions so that the SavedModel runs the very same graph.
+# ---------------------------------------------------------------------------------------------
+
+def to_rgb_float(images):
+    """uint8 images (..., H, W, C) with C = 1, 3 or 4 -> float RGB in [0, 1] (..., H, W, 3).
+
+    Gray is broadcast to three equal channels (a = b = 0 in Lab); an alpha channel is dropped.
+    """
+    rgb = tf.cast(images[..., :3], tf.float32) / 255.0
+    return tf.broadcast_to(rgb, tf.concat([tf.shape(rgb)[:-1], [3]], axis=0))
+
+
+def prepare(images, image_size):
+    """uint8 photos (B, H, W, C) -> (full-resolution L (B, H, W, 1), model input L (B, S, S, 1)).
+
+    The model input is made like the training data: the RGB photo is resized to S x S (antialiased,
+    so large photos do not alias) and then converted to Lab.
+    """
+    rgb = to_rgb_float(images)
+    l_full, _ = color.rgb_to_model(rgb)
+    small = tf.image.resize(rgb, (image_size, image_size), method="bilinear", antialias=True)
+    l_model, _ = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
+    return l_full, l_model
+
+
+# A Lab colour is inside the sRGB gamut when it survives Lab -> RGB -> Lab within this many Lab units.
+GAMUT_TOLERANCE = 0.1
+GAMUT_SEARCH_STEPS = 8
+
+
+def lightness_preserving_rgb(lab):
+    """Lab (..., 3) -> RGB in [0, 1], pulling out-of-gamut colours towards gray at constant L and hue.
+
+    Plain clipping of an impossible colour (a saturated blue on a bright pixel, say) changes its
+    lightness; here its chroma is reduced instead, by bisection, until the colour exists in sRGB.
+    Only the out-of-gamut pixels are searched, so in-gamut photos cost one extra round trip.
+    """
+    rgb = color.lab_to_rgb(lab)
+    error = tf.reduce_max(tf.abs(color.rgb_to_lab(rgb) - lab), axis=-1)
+    where = tf.where(error > GAMUT_TOLERANCE)
+    outside = tf.gather_nd(lab, where)
+    lightness, chroma = outside[:, :1], outside[:, 1:]
+
+    def halve_the_interval(low, high):
+        middle = (low + high) / 2.0
+        candidate = tf.concat([lightness, chroma * middle], axis=-1)
+        inside = tf.reduce_max(tf.abs(color.rgb_to_lab(color.lab_to_rgb(candidate)) - candidate),
+                               axis=-1, keepdims=True) <= GAMUT_TOLERANCE
+        return tf.where(inside, middle, low), tf.where(inside, high, middle)
+
+    # low stays inside the gamut (gray always is), high outside; a loop keeps the graph small.
+    low, high = tf.while_loop(lambda low, high: True, halve_the_interval,
+                              (tf.zeros_like(lightness), tf.ones_like(lightness)),
+                              maximum_iterations=GAMUT_SEARCH_STEPS)
+    mapped = color.lab_to_rgb(tf.concat([lightness, chroma * low], axis=-1))
+    return tf.tensor_scatter_nd_update(rgb, where, mapped)
+
+
+def finish(l_full, ab_model):
+    """Full-resolution L (B, H, W, 1) and model ab (B, S, S, 2) -> uint8 RGB (B, H, W, 3)."""
+    ab_full = tf.image.resize(tf.cast(ab_model, tf.float32), tf.shape(l_full)[1:3], method="bilinear")
+    rgb = lightness_preserving_rgb(color.decode_lab(l_full, ab_full))
+    return tf.cast(tf.round(rgb * 255.0), tf.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# One interface over the four ways a generator can be stored.
+# ---------------------------------------------------------------------------------------------
+
+class Colorizer:
+    """A generator behind one interface. Subclasses only say how to run L -> ab at the model size."""
+
+    kind = "generator"  # what it was loaded from, for reports (keras, saved_model, tflite)
+
+    def __init__(self, image_size, source):
+        self.image_size = int(image_size)
+        self.source = str(source)
+        spec = tf.TensorSpec([None, None, None, None], tf.uint8)
+        # One trace serves every photo size: H, W and the batch stay dynamic.
+        self._prepare = tf.function(lambda images: prepare(images, self.image_size), input_signature=[spec])
+        self._finish = tf.function(finish, input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32),
+                                                            tf.TensorSpec([None, None, None, 2], tf.float32)])
+
+    def predict_ab(self, l):
+        """float32 normalised L (B, S, S, 1) -> normalised ab (B, S, S, 2) as numpy."""
+        raise NotImplementedError
+
+    def colorize_batch(self, images):
+        """uint8 photos of one size (B, H, W, C), C in {1, 3, 4} -> uint8 RGB (B, H, W, 3)."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"expected uint8 (B, H, W, 1|3|4) photos, got {images.dtype} {images.shape}")
+        l_full, l_model = self._prepare(images)
+        ab = self.predict_ab(l_model.numpy())
+        return self._finish(l_full, np.asarray(ab, np.float32)).numpy()
+
+    def colorize(self, image):
+        """One uint8 photo, H x W, H x W x 1, x 3 or x 4 -> uint8 RGB H x W x 3 of the same size."""
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        return self.colorize_batch(image[None])[0]
+
+    def _check_input(self, l):
+        l = np.asarray(l, np.float32)
+        expected = (self.image_size, self.image_size, 1)
+        if l.ndim != 4 or l.shape[1:] != expected:
+            raise ValueError(f"predict_ab expects L of shape (B, {self.image_size}, {self.image_size}, 1), "
+                             f"got {l.shape}")
+        return l
+
+    def __repr__(self):
+        return f"{type(self).__name__}(image_size={self.image_size}, source={self.source!r})"
+
+
+class KerasColorizer(Colorizer):
+    """A Keras generator in memory (from a run, a checkpoint or a .keras file)."""
+    kind = "keras"
+
+    def __init__(self, model, image_size=None, source="<keras model>"):
+        super().__init__(image_size or model.input_shape[1], source)
+        self.model = model
+        self._call = tf.function(lambda l: model(l, training=False), reduce_retracing=True)
+
+    def predict_ab(self, l):
+        return self._call(self._check_input(l)).numpy()
+
+
+class SavedModelColorizer(Colorizer):
+    """A SavedModel written by colorgan.export; runs its `predict_ab` signature."""
+    kind = "saved_model"
+
+    def __init__(self, path):
+        self.loaded = tf.saved_model.load(str(path))
+        if "predict_ab" not in self.loaded.signatures:
+            raise ColorganError(f"{path} is a SavedModel without a 'predict_ab' signature; "
+                                "export it with `python -m export.saved_model`")
+        self._signature = self.loaded.signatures["predict_ab"]
+        (l_spec,) = self._signature.structured_input_signature[1].values()
+        super().__init__(l_spec.shape[1], path)
+
+    def predict_ab(self, l):
+        return self._signature(l=tf.constant(self._check_input(l)))["ab"].numpy()
+
+
+class TFLiteColorizer(Colorizer):
+    """A .tflite generator run with the LiteRT interpreter, float or fully quantised."""
+    kind = "tflite"
+
+    def __init__(self, path, num_threads=None, model_content=None):
+        """From a .tflite file, or from its bytes (`model_content`, with `path` only naming it)."""
+        from ai_edge_litert.interpreter import Interpreter
+        model = {"model_content": model_content} if model_content is not None else {"model_path": str(path)}
+        try:
+            self.interpreter = Interpreter(**model, num_threads=num_threads or os.cpu_count())
+        except ValueError as e:
+            raise ColorganError(f"{path} is not a valid .tflite model ({e}); "
+                                "convert one with `python -m export.tflite`") from None
+        self.interpreter.allocate_tensors()
+        (self._input,) = self.interpreter.get_input_details()
+        (self._output,) = self.interpreter.get_output_details()
+        super().__init__(self._input["shape"][1], path)
+
+    @staticmethod
+    def _quantize(x, detail):
+        scale, zero_point = detail["quantization"]
+        if not scale:  # a float tensor
+            return x.astype(detail["dtype"])
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+    @staticmethod
+    def _dequantize(q, detail):
+        scale, zero_point = detail["quantization"]
+        if not scale:
+            return q.astype(np.float32)
+        return (q.astype(np.float32) - zero_point) * scale
+
+    def predict_ab(self, l):
+        # The phone model is converted for batch 1, as phones run it; a batch is run photo by photo.
+        outputs = []
+        for single in self._check_input(l):
+            self.interpreter.set_tensor(self._input["index"], self._quantize(single[None], self._input))
+            self.interpreter.invoke()
+            outputs.append(self._dequantize(self.interpreter.get_tensor(self._output["index"]), self._output))
+        return np.concatenate(outputs, axis=0)
+
+
+def saved_model_version_dir(path):
+    """`OUT/NAME/VERSION` as given, or the highest numeric VERSION under `OUT/NAME`; None otherwise."""
+    path = pathlib.Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        versions = [p for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+        if versions:
+            return max(versions, key=lambda p: int(p.name))
+    return None
+
+
+def load_colorizer(spec):
+    """A Colorizer from a run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file.
+
+    SavedModels may be given as `OUT/NAME/VERSION` or as `OUT/NAME` (the highest VERSION wins).
+    A Keras model object is accepted too.
+    """
+    import keras
+    if isinstance(spec, keras.Model):
+        return KerasColorizer(spec)
+    path = pathlib.Path(spec)
+    if not path.exists() and not pathlib.Path(f"{path}.index").exists():  # a checkpoint prefix is no file
+        raise ColorganError(f"no model at {path}: pass a training run dir, a checkpoint, a .keras file, "
+                            "a SavedModel dir or a .tflite file")
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise ColorganError(f"no TFLite model at {path}; check the path or convert one with "
+                                "`python -m export.tflite`")
+        return TFLiteColorizer(path)
+    saved_model = saved_model_version_dir(path)
+    if saved_model is not None:
+        return SavedModelColorizer(saved_model)
+    if path.suffix == ".index":  # a checkpoint named by its index file: the prefix is what TF wants
+        path = path.with_suffix("")
+    elif path.is_file() and path.suffix != ".keras":
+        raise ColorganError(f"{path} is not a model: pass a training run dir, a checkpoint, a .keras file, "
+                            "a SavedModel dir or a .tflite file")
+    # Run dirs, checkpoints and .keras files: the models module knows how to rebuild the generator.
+    from colorgan import models
+    model, image_size = models.load_generator(str(path))
+    return KerasColorizer(model, image_size, source=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing photos. TF's decoders ignore EXIF, so this path uses PIL.
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Photo:
+    pixels: np.ndarray          # uint8 H x W x 1 (gray) or H x W x 3 (RGB), EXIF orientation applied
+    icc_profile: bytes = None   # the input's colour profile, copied onto the output
+
+
+def decode_photo(contents, name="image"):
+    """Encoded image bytes (any format PIL reads) -> Photo, upright as the camera meant it."""
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(io.BytesIO(contents)) as image:
+            image.load()  # decode now, so a truncated file fails here and not later
+            icc_profile = image.info.get("icc_profile")
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16") or image.mode == "I":
+                # 16-bit gray: keep the 8 most significant bits rather than letting PIL clip at 255.
+                pixels = (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)[..., None]
+            elif image.mode in ("1", "L", "LA"):
+                pixels = np.asarray(image.convert("L"))[..., None]
+            else:
+                pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ColorganError(f"cannot read {name} as an image ({e}); check that it is a valid JPEG or PNG "
+                            "or remove it from the inputs") from None
+    return Photo(pixels, icc_profile)
+
+
+def read_photo(path):
+    path = pathlib.Path(path)
+    try:
+        contents = path.read_bytes()
+    except OSError as e:
+        raise ColorganError(f"cannot open {path} ({e.strerror}); check the path and its permissions") from None
+    return decode_photo(contents, name=str(path))
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def write_atomically(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it into place."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; give it a normal file's mode
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def write_photo(path, rgb, icc_profile=None, jpeg_quality=95):
+    """uint8 RGB -> an image file whose format follows the suffix; written atomically."""
+    from PIL import Image
+    path = pathlib.Path(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ColorganError(f"cannot tell the image format of {path.name}; use a suffix such as .png or .jpg")
+    options = {"icc_profile": icc_profile} if icc_profile else {}
+    if image_format == "JPEG":
+        options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4, colour is the whole point here
+    write_atomically(path, lambda f: Image.fromarray(rgb, "RGB").save(f, format=image_format, **options))
+
+
+def read_metadata(path):
+    """The JSON written beside a .tflite or inside a SavedModel, or {} when there is none."""
+    path = pathlib.Path(path)
+    candidates = [path.with_suffix(METADATA_SUFFIX)] if path.suffix == ".tflite" else []
+    version_dir = saved_model_version_dir(path)
+    if version_dir is not None:
+        candidates.append(version_dir / SAVED_MODEL_METADATA)
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return {}

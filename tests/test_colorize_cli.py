@@ -1,0 +1,118 @@
+"""The `colorize` command: folders, globs, mixed good and bad files, never overwriting inputs, exit status."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from colorgan import cli, export, models
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    generator = models.build_generator("unet", image_size=IMAGE_SIZE, base_filters=8, depth=5)
+    path = tmp_path_factory.mktemp("model") / "generator.keras"
+    generator.save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of real photos at odd sizes, in subfolders, with broken files and a non-image among them."""
+    root = tmp_path / "photos"
+    (root / "trip" / "day2").mkdir(parents=True)
+    Image.fromarray(skimage.data.coffee()[:333, :517]).save(root / "coffee.jpg", quality=90)
+    Image.fromarray(skimage.data.chelsea()[:101, :77]).save(root / "trip" / "cat.png")
+    Image.fromarray(skimage.data.camera()[:64, :48]).save(root / "trip" / "day2" / "gray.png")  # mode L
+    Image.fromarray(skimage.data.astronaut()[:101, :77]).save(root / "trip" / "day2" / "same_size.jpg")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "trip" / "truncated.png").write_bytes((root / "trip" / "cat.png").read_bytes()[:200])
+    (root / "notes.txt").write_text("not a photo, and not named like one: ignored")
+    return root
+
+
+def colorize(*args):
+    return cli.colorize_main(["colorize", "--noprogress", *map(str, args)])
+
+
+def test_folder_with_good_and_bad_files(photos, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = colorize("--model", model_file, "--output_dir", out, photos)
+    captured = capsys.readouterr()
+    assert status == 1  # something failed
+    assert "done 4, skipped 0, failed 2" in captured.out
+    assert "broken.jpg" in captured.err and "truncated.png" in captured.err
+    assert "Traceback" not in captured.err
+    # The output tree mirrors the input tree, every photo at its own size.
+    for source, target in [("coffee.jpg", "coffee.png"), ("trip/cat.png", "trip/cat.png"),
+                           ("trip/day2/gray.png", "trip/day2/gray.png"),
+                           ("trip/day2/same_size.jpg", "trip/day2/same_size.png")]:
+        with Image.open(photos / source) as original, Image.open(out / target) as colorized:
+            assert colorized.size == original.size and colorized.mode == "RGB", target
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "cat.png", "coffee.png", "gray.png", "same_size.png"]
+
+    # A second run leaves finished photos alone unless asked.
+    status = colorize("--model", model_file, "--output_dir", out, photos)
+    assert status == 1 and "done 0, skipped 4, failed 2" in capsys.readouterr().out
+
+
+def test_never_writes_over_inputs_unless_asked(photos, model_file, capsys):
+    cat = photos / "trip" / "cat.png"
+    before = cat.read_bytes()
+    status = colorize("--model", model_file, "--output_dir", photos / "trip", "--format", "same", cat)
+    captured = capsys.readouterr()
+    assert status == 0 and "done 0, skipped 1, failed 0" in captured.out
+    assert "is the input itself" in captured.err and cat.read_bytes() == before
+    status = colorize("--model", model_file, "--output_dir", photos / "trip", "--format", "same", "--overwrite", cat)
+    assert status == 0 and "done 1, skipped 0, failed 0" in capsys.readouterr().out
+    assert cat.read_bytes() != before
+
+
+def test_globs_files_and_missing_inputs(photos, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = colorize("--model", model_file, "--output_dir", out, "--format", "jpg", "--batch_size", "2",
+                      f"{photos}/**/*.png", photos / "coffee.jpg", photos / "nowhere.jpg")
+    captured = capsys.readouterr()
+    # The glob matches the good and the truncated PNG; nowhere.jpg does not exist.
+    assert status == 1 and "done 3, skipped 0, failed 2" in captured.out
+    assert "nowhere.jpg: no such file" in captured.err
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.jpg")} == {
+        "coffee.jpg", "trip/cat.jpg", "trip/day2/gray.jpg"}
+
+
+def test_user_errors_are_one_line(photos, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", tmp_path / "no_such_model", photos)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: no model at") and "\n" not in error
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", tmp_path / "m.keras")
+    assert exit_info.value.code == 2 and "no inputs" in capsys.readouterr().err
+
+
+def test_console_script_with_a_tflite_model(model_file, tmp_path):
+    script = pathlib.Path(sys.executable).parent / "colorize"
+    if not script.exists():
+        pytest.skip("the colorize console script is not installed (pip install -e .)")
+    generator, image_size = models.load_generator(str(model_file))
+    tflite = export.write_tflite(export.convert_tflite(generator, image_size, "float16"),
+                                 tmp_path / "colorgan_float16.tflite", image_size, "float16")
+    photo = tmp_path / "in" / "odd.png"
+    photo.parent.mkdir()
+    Image.fromarray(skimage.data.coffee()[:1, :1]).save(photo)  # 1 x 1: the smallest photo there is
+    result = subprocess.run([str(script), "--model", str(tflite), "--output_dir", str(tmp_path / "out"),
+                             str(photo.parent)], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "done 1, skipped 0, failed 0" in result.stdout
+    with Image.open(tmp_path / "out" / "odd.png") as colorized:
+        assert colorized.size == (1, 1)
+    assert np.asarray(Image.open(tmp_path / "out" / "odd.png")).shape == (1, 1, 3)
