@@ -64,7 +64,8 @@ def find_inputs(args, output_dir):
     def add_tree(base, files):
         for f in sorted(files):
             name_parts = f.relative_to(base).parts
-            if (f.is_file() and f.suffix.lower() in EXTENSIONS and not any(p.startswith(".") for p in name_parts)
+            # A dangling link is kept, so that it is reported as failed rather than silently missed.
+            if ((f.is_file() or f.is_symlink() and not f.exists()) and f.suffix.lower() in EXTENSIONS and not any(p.startswith(".") for p in name_parts)
                     and output_dir not in f.resolve().parents):  # never colourise our own earlier outputs
                 found.append((f, f.relative_to(base)))
 

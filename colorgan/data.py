@@ -245,23 +245,35 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache):
     return indices.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
 
 
-def _count_skips(stream, first_index, stride, skip_gray):
-    """Attach cumulative counts of unreadable and grayscale files to each element.
+def _count_skips(stream, first_index, stride, skip_gray, epoch_size):
+    """Attach counts of unreadable and grayscale files to each element: cumulative, and within its epoch.
 
     A stream's indices advance by ``stride``; an unreadable file leaves a gap that ``scan`` turns into
-    a running count, with no side effect, so the counts survive replay and distribution.
+    a running count, with no side effect, so the counts survive replay and distribution. The counts
+    within the element's own epoch let the training loop close each epoch's tally exactly.
     """
     def step(state, element):
         rgb, index = element
-        last_index, unreadable, gray = state
-        unreadable += (index - last_index) // stride - 1
+        last_index, unreadable, gray, unreadable_in_epoch, gray_in_epoch = state
+        missing = (index - last_index) // stride - 1
+        epoch_start = index // epoch_size * epoch_size
+        # Missing indices at or after this epoch's start belong to it; earlier ones to past epochs.
+        first_missing = last_index + stride
+        missing_here = tf.maximum(tf.constant(0, tf.int64),
+                                  (index - tf.maximum(first_missing, epoch_start) + stride - 1) // stride)
+        new_epoch = last_index < epoch_start
+        unreadable_in_epoch = tf.where(new_epoch, missing_here, unreadable_in_epoch + missing)
+        gray_in_epoch = tf.where(new_epoch, tf.constant(0, tf.int64), gray_in_epoch)
         gray_now = tf.cast(is_grayscale(rgb), tf.int64) if skip_gray else tf.constant(0, tf.int64)
+        unreadable += missing
         gray += gray_now
-        stats = {"index": index, "unreadable": unreadable, "gray": gray, "is_gray": gray_now}
-        return (index, unreadable, gray), (rgb, stats)
+        gray_in_epoch += gray_now
+        stats = {"index": index, "unreadable": unreadable, "gray": gray, "is_gray": gray_now,
+                 "unreadable_in_epoch": unreadable_in_epoch, "gray_in_epoch": gray_in_epoch}
+        return (index, unreadable, gray, unreadable_in_epoch, gray_in_epoch), (rgb, stats)
 
     zero = tf.constant(0, tf.int64)
-    return stream.scan((tf.constant(first_index - stride, tf.int64), zero, zero), step)
+    return stream.scan((tf.constant(first_index - stride, tf.int64), zero, zero, zero, zero), step)
 
 
 def make_dataset(source, split, image_size, batch_size, training, *, val_share=0.05, seed=0,
@@ -273,8 +285,9 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         deterministic pass with resize and centre crop.
     skip_gray: drop grayscale photos (they teach the model to output gray); default: when training.
     start_index: stream position to start from (a resumed run passes the index it had reached).
-    with_stats: add a third element, a dict of per-example ``index`` and cumulative ``unreadable`` and
-        ``gray`` counts, which the training loop logs once per epoch.
+    with_stats: add a third element, a dict of per-example ``index``, cumulative ``unreadable`` and
+        ``gray`` counts, and the same counts within the example's epoch (``*_in_epoch``), which the
+        training loop logs once per epoch.
     shard: (number of input pipelines, this pipeline's id) when several workers read the same source.
     """
     kind, arg = parse_source(source)
@@ -297,9 +310,11 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
     else:
         files = source_files(source, split, val_share)
         stream = _file_stream(files, image_size, training, seed, start_index, shard, cache)
+        n_files = len(files)
         first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
 
-    stream = _count_skips(stream, first_index, stride, skip_gray)
+    epoch_size = n_files if kind != "tfds" and training else 2 ** 62
+    stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size)
     if skip_gray:
         stream = stream.filter(lambda rgb, stats: tf.equal(stats["is_gray"], 0))
 

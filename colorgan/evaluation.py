@@ -63,7 +63,7 @@ def read_photos(source, split, unreadable):
         for path in files:
             try:
                 yield path, decode_photo(tf.io.read_file(path))
-            except tf.errors.InvalidArgumentError:
+            except tf.errors.OpError:  # not an image, truncated, missing (dangling link), unreadable
                 unreadable.append(path)
 
     return len(files), photos()

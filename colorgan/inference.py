@@ -97,9 +97,27 @@ def finish(l_full, ab_model):
     return tf.cast(tf.round(rgb * 255.0), tf.uint8)
 
 
+def finish_strip(rows, ab):
+    """uint8 rows of a photo (h, W, C) and their full-resolution ab (h, W, 2) -> uint8 RGB (h, W, 3)."""
+    l, _ = color.rgb_to_model(to_rgb_float(rows))
+    return tf.cast(tf.round(lightness_preserving_rgb(color.decode_lab(l, ab)) * 255.0), tf.uint8)
+
+
 # ---------------------------------------------------------------------------------------------
 # One interface over the four ways a generator can be stored.
 # ---------------------------------------------------------------------------------------------
+
+# Photos above this many pixels are coloured in strips of about STRIP_PIXELS, to bound memory.
+LARGE_PHOTO_PIXELS = 16_000_000
+STRIP_PIXELS = 4_000_000
+
+
+def bilinear_taps(size_out, size_in):
+    """Source indices and weights of tf.image.resize's bilinear sampling (half-pixel centres) on one axis."""
+    coords = np.clip((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0, size_in - 1)
+    low = np.floor(coords).astype(np.int64)
+    return low, np.minimum(low + 1, size_in - 1), (coords - low).astype(np.float32)
+
 
 class Colorizer:
     """A generator behind one interface. Subclasses only say how to run L -> ab at the model size."""
@@ -114,6 +132,8 @@ class Colorizer:
         self._prepare = tf.function(lambda images: prepare(images, self.image_size), input_signature=[spec])
         self._finish = tf.function(finish, input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32),
                                                             tf.TensorSpec([None, None, None, 2], tf.float32)])
+        self._finish_strip = tf.function(finish_strip, input_signature=[tf.TensorSpec([None, None, None], tf.uint8),
+                                                                        tf.TensorSpec([None, None, 2], tf.float32)])
 
     def predict_ab(self, l):
         """float32 normalised L (B, S, S, 1) -> normalised ab (B, S, S, 2) as numpy."""
@@ -124,9 +144,35 @@ class Colorizer:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 (B, H, W, 1|3|4) photos, got {images.dtype} {images.shape}")
+        if images.shape[1] * images.shape[2] > LARGE_PHOTO_PIXELS:
+            return np.stack([self._colorize_in_strips(image) for image in images])
         l_full, l_model = self._prepare(images)
         ab = self.predict_ab(l_model.numpy())
         return self._finish(l_full, np.asarray(ab, np.float32)).numpy()
+
+    def _colorize_in_strips(self, image):
+        """One very large photo with bounded memory: the whole-image float tensors of ``finish`` would
+        need ~76 bytes a pixel (8 GB for 108 MP); strips of rows need the uint8 input and output and
+        one strip's floats. The model input comes from PIL's antialiased resize of the uint8 photo."""
+        from PIL import Image
+        height, width = image.shape[:2]
+        pixels = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
+        small = np.asarray(Image.fromarray(pixels).convert("RGB").resize(
+            (self.image_size, self.image_size), Image.BILINEAR), np.float32) / 255.0
+        l_model, _ = color.rgb_to_model(small[None])
+        ab = np.asarray(self.predict_ab(l_model.numpy()), np.float32)[0]
+        # tf.image.resize's bilinear sampling (half-pixel centres), separable: columns once, rows per strip.
+        rows_lo, rows_hi, rows_frac = bilinear_taps(height, self.image_size)
+        cols_lo, cols_hi, cols_frac = bilinear_taps(width, self.image_size)
+        ab_wide = ab[:, cols_lo] * (1.0 - cols_frac)[None, :, None] + ab[:, cols_hi] * cols_frac[None, :, None]
+        out = np.empty((height, width, 3), np.uint8)
+        strip = max(1, STRIP_PIXELS // width)
+        for top in range(0, height, strip):
+            rows = slice(top, min(top + strip, height))
+            fy = rows_frac[rows][:, None, None]
+            ab_strip = ab_wide[rows_lo[rows]] * (1.0 - fy) + ab_wide[rows_hi[rows]] * fy
+            out[rows] = self._finish_strip(image[rows], ab_strip).numpy()
+        return out
 
     def colorize(self, image):
         """One uint8 photo, H x W, H x W x 1, x 3 or x 4 -> uint8 RGB H x W x 3 of the same size."""

@@ -497,19 +497,23 @@ def train(cfg, on_step=None):
                 last_logs = logs
 
                 if files_per_epoch:
-                    unread = max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(stats["unreadable"]))
-                    gray = max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(stats["gray"]))
+                    counts = {k: max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(stats[k]))
+                              for k in ("unreadable", "gray", "unreadable_in_epoch", "gray_in_epoch")}
                     this_epoch = index // files_per_epoch
                     if epoch is not None and this_epoch != epoch:
+                        # Totals up to the end of the finished epoch: all counts less this epoch's so far.
+                        unread = counts["unreadable"] - counts["unreadable_in_epoch"]
+                        gray = counts["gray"] - counts["gray_in_epoch"]
+                        skipped = (unread - epoch_counts[0], gray - epoch_counts[1])
+                        tf.summary.scalar("data/unreadable_per_epoch", skipped[0], step=step)
+                        tf.summary.scalar("data/gray_per_epoch", skipped[1], step=step)
                         # Every epoch goes to TensorBoard; the terminal hears only when something was skipped.
-                        if (unread, gray) != epoch_counts:
-                            logging.info("epoch %d: skipped %d unreadable and %d grayscale of %d photos", epoch,
-                                         unread - epoch_counts[0], gray - epoch_counts[1], files_per_epoch)
-                        tf.summary.scalar("data/unreadable_per_epoch", unread - epoch_counts[0], step=step)
-                        tf.summary.scalar("data/gray_per_epoch", gray - epoch_counts[1], step=step)
+                        if any(skipped):
+                            logging.info("epoch %d: skipped %d unreadable and %d grayscale of %d photos",
+                                         epoch, *skipped, files_per_epoch)
                         epoch_counts = (unread, gray)
                     epoch = this_epoch
-                    result["unreadable"], result["gray"] = unread, gray
+                    result["unreadable"], result["gray"] = counts["unreadable"], counts["gray"]
 
                 if step % cfg.log_every == 0 or step == cfg.total_steps:
                     now = time.perf_counter()

@@ -92,6 +92,9 @@ def test_folder_training_skips_and_counts_bad_and_gray_files(messy_folder):
     assert last["unreadable"] >= 8 and last["gray"] >= 2
     per_epoch = [sum(1 for s in seen if int(s["index"][0]) // n == e) for e in (0, 1)]
     assert per_epoch == [n - 5, n - 5]
+    # At the first photo of epoch 2, the tallies of epochs 0 and 1 are closed: 4 + 4 and 1 + 1.
+    assert last["unreadable"] - last["unreadable_in_epoch"] == 8
+    assert last["gray"] - last["gray_in_epoch"] == 2
 
 
 def test_skip_counts_exact_over_one_epoch(messy_folder):
