@@ -390,10 +390,10 @@ def load_generator(path):
     if config["generator"].startswith("backbone:"):
         options["encoder_weights"] = "none"  # the checkpoint brings the trained weights
     generator = build_generator(config["generator"], config["image_size"], **options)
-    status = tf.train.Checkpoint(generator=generator).restore(prefix)
     try:
-        status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
+        # A wrong shape fails in restore itself (ValueError); a missing variable in the assertion.
+        tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
         raise ColorganError(f"checkpoint {prefix!r} does not match generator {config['generator']!r}: "
                             f"{str(e).splitlines()[0][:160]}") from None
     return generator, int(config["image_size"])

@@ -146,3 +146,18 @@ def test_a_huge_photo_is_coloured_in_strips_at_full_size(monkeypatch, sample_pho
     assert strips.shape == (333, 517, 3)
     difference = np.abs(whole.astype(int) - strips)
     assert difference.max() <= 2 and difference.mean() < 0.05
+
+
+def test_exporter_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    import tensorflow as tf
+    run_dir = tmp_path / "run"
+    trained = models.build_generator("unet", image_size=32, base_filters=8, depth=5)
+    tf.train.CheckpointManager(tf.train.Checkpoint(generator=trained), str(run_dir / "checkpoints"), 1).save()
+    # The run says it is a wider unet than the checkpoint holds.
+    models.save_run_config(str(run_dir), "unet", {"base_filters": 16, "depth": 5}, 32)
+    with pytest.raises(models.ColorganError, match="does not match generator 'unet'"):
+        models.load_generator(str(run_dir))
+    result = run([sys.executable, "-m", "export.saved_model", f"--model={run_dir}", f"--output_dir={tmp_path / 'out'}"])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "does not match" in result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("saved_model.pb"))

@@ -170,3 +170,11 @@ def test_flagfile_round_trips_through_absl(tmp_path):
 
 def test_parse_options_types():
     assert training.parse_options("a=1, b=0.5,c=true,d=instance") == {"a": 1, "b": 0.5, "c": True, "d": "instance"}
+
+
+def test_batch_that_does_not_divide_across_replicas_is_refused(tmp_path, monkeypatch):
+    class ThreeReplicas:
+        num_replicas_in_sync = 3
+    monkeypatch.setattr(training, "make_strategy", lambda name: ThreeReplicas())
+    with pytest.raises(ColorganError, match="--batch_size=4 does not divide across 3 replicas: use a multiple of 3"):
+        training.Trainer(tiny_config(tmp_path, batch_size=4))
