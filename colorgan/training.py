@@ -6,7 +6,6 @@ The step counter alone decides the stage, the learning rate, and every random dr
 so a run resumed from a checkpoint continues the same schedule.
 """
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -14,7 +13,6 @@ import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 

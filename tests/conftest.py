@@ -24,6 +24,27 @@ def shared_data():
     return SHARED_DATA
 
 
+def encode(image, fmt, **kw):
+    """A PIL image encoded as ``fmt`` bytes."""
+    import io
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def vivid_tiny_generator(image_size):
+    """A tiny U-Net that paints colours as strong as a trained model's.
+
+    A fresh U-Net predicts almost gray (|ab| < 1); scaling its last layer makes gamut handling,
+    lightness preservation and export parity mean something.
+    """
+    from colorgan import models
+    generator = models.build_generator("unet", image_size=image_size, base_filters=8, depth=5)
+    last = generator.get_layer("up0_conv")
+    last.kernel.assign(last.kernel * 30.0)
+    return generator
+
+
 def read_rgb(path):
     from PIL import Image
     return np.asarray(Image.open(path).convert("RGB"))

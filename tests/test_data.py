@@ -1,5 +1,4 @@
 """The input pipeline: every source, every image form, bad files, stable splits, determinism."""
-import io
 import os
 
 import numpy as np
@@ -10,13 +9,7 @@ from PIL import Image
 
 from colorgan import color, data
 from colorgan.errors import ColorganError
-from conftest import read_rgb
-
-
-def encode(image, fmt, **kw):
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
+from conftest import encode, read_rgb
 
 
 @pytest.fixture(scope="module")

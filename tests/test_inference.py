@@ -1,7 +1,6 @@
 """Full-resolution colourising: sizes, lightness, EXIF, colour profiles, and the model loader contract."""
 import io
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -10,19 +9,15 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image, ImageCms
 
-from colorgan import inference, models
+from colorgan import inference
 from colorgan.errors import ColorganError
+from conftest import vivid_tiny_generator
 
 IMAGE_SIZE = 32
 
 
 def tiny_generator():
-    generator = models.build_generator("unet", image_size=IMAGE_SIZE, base_filters=8, depth=5)
-    # A fresh U-Net predicts almost gray (|ab| < 1); scale its last layer so that it paints colours
-    # as strong as a trained model's, which is what stresses gamut handling and lightness.
-    last = generator.get_layer("up0_conv")
-    last.kernel.assign(last.kernel * 30.0)
-    return generator
+    return vivid_tiny_generator(IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")

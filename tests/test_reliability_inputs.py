@@ -5,7 +5,6 @@ One folder holds every case of the reliability issue: zero-byte and truncated JP
 files, an EXIF-rotated photo, names with spaces and non-ASCII characters, a dangling link (unreadable),
 a symlink loop and an empty sub-folder. Bad files are skipped, counted and named; good ones come out.
 """
-import io
 import json
 import os
 import subprocess
@@ -16,16 +15,11 @@ import pytest
 from PIL import Image
 
 from colorgan import inference, models
+from conftest import encode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ("zero.jpg", "truncated.jpg", "text.jpg", "error page.png", "dangling.jpg")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-
-
-def encode(image, fmt, **kw):
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     steps_seen = []
     for attempt in range(3):
-        before = len(glob.glob(str(logdir / "checkpoints" / "*.index")))
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 180
