@@ -9,7 +9,8 @@ File sources are read by *index*: element ``i`` of the stream is file ``shuffle(
 ``i // N``, with its random crop and flip seeded by ``(seed, i)``. The stream is therefore a pure function
 of ``(seed, i)``: a resumed run restarts it at the index it had reached, and two runs with
 ``deterministic=True`` see identical batches. Unreadable files are dropped with ``ignore_errors`` and
-counted by the gap they leave in the index sequence.
+counted by the gap they leave in the index sequence; every map keeps its order (while still running in
+parallel), so the counts and the resume position hold whatever the ``deterministic`` option says.
 """
 import hashlib
 import importlib.util
@@ -207,7 +208,7 @@ def load_tfds(name, split, download=False, data_dir=None):
     except (AssertionError, FileNotFoundError) as e:
         raise _missing_tfds(name, tfds_split, str(e).splitlines()[0][:120]) from None
     return ds.map(lambda ex: tf.image.convert_image_dtype(ex["image"], tf.float32),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,7 +243,8 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache):
             rgb = eval_transform(decode_image(contents_of(index)), image_size)
         return rgb, index
 
-    return indices.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    # In order, still parallel: skip counting and the resume position read the order of the indices.
+    return indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
 
 
 def _count_skips(stream, first_index, stride, skip_gray, epoch_size):
@@ -305,7 +307,7 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         stream = indexed.map(
             lambda i, rgb: ((train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
                              if training else eval_transform(rgb, image_size)), i),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         first_index, stride = start_index, 1
     else:
         files = source_files(source, split, val_share)
@@ -325,7 +327,7 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         stats = {k: v for k, v in stats.items() if k != "is_gray"}
         return (l, ab, stats) if with_stats else (l, ab)
 
-    ds = stream.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = stream.map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not training and cache:
         ds = ds.cache()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
