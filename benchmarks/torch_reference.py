@@ -1,0 +1,152 @@
+"""The seeds' pix2pix colorizer in PyTorch, as the original (junyanz/pytorch-CycleGAN-and-pix2pix) has it.
+
+This is the yardstick of `benchmarks/run.py --compare`: the same architecture and parameter counts as
+`colorgan.models.unet` / `patchgan` at 256 px (generator 54,409,858, critic 2,765,633 for L -> ab),
+the same losses (vanilla GAN on logits, critic loss halved, + 100 x L1) and the same optimiser
+(Adam, lr 2e-4, betas 0.5 / 0.999), and the original's train step, `Pix2PixModel.optimize_parameters`:
+one generator forward per step, whose output the critic sees detached.
+
+Tensors are NCHW, PyTorch's default layout, as the original runs them. Needs torch (the `bench` extra);
+nothing in the colorgan package imports this file.
+
+    python benchmarks/torch_reference.py      # prints the parameter counts
+"""
+import torch
+from torch import nn
+
+
+def init_weights(module, gain=0.02):
+    """pix2pix's `init_type=normal`: convs from N(0, 0.02), BatchNorm gamma from N(1, 0.02), biases 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, gain)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, gain)
+        nn.init.zeros_(module.bias)
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One level of the U-Net: down conv, the inner levels, up conv, and the skip (concatenation)."""
+
+    def __init__(self, outer_nc, inner_nc, input_nc=None, submodule=None, outermost=False, innermost=False,
+                 use_dropout=False):
+        super().__init__()
+        self.outermost = outermost
+        input_nc = outer_nc if input_nc is None else input_nc
+        # Bias only where no BatchNorm follows (the original's use_bias for BatchNorm2d); the outermost down
+        # conv has none either, though no norm follows it.
+        down_conv = nn.Conv2d(input_nc, inner_nc, 4, 2, 1, bias=False)
+        if outermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1), nn.Tanh()]
+            layers = [down_conv, submodule] + up
+        elif innermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False),
+                  nn.BatchNorm2d(outer_nc)]
+            layers = [nn.LeakyReLU(0.2, True), down_conv] + up
+        else:
+            down = [nn.LeakyReLU(0.2, True), down_conv, nn.BatchNorm2d(inner_nc)]
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=False),
+                  nn.BatchNorm2d(outer_nc)]
+            layers = down + [submodule] + up + ([nn.Dropout(0.5)] if use_dropout else [])
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix `unet_256`: 8 levels, 64 filters, dropout in the three 512-wide levels below the innermost."""
+
+    def __init__(self, input_nc=1, output_nc=2, num_downs=8, ngf=64, use_dropout=True):
+        super().__init__()
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, use_dropout=use_dropout)
+        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block)
+        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block)
+        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """The 70x70 PatchGAN: each output logit judges one patch of the Lab image."""
+
+    def __init__(self, input_nc=3, ndf=64, n_layers=3):
+        super().__init__()
+        seq = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False), nn.BatchNorm2d(ndf * mult),
+                    nn.LeakyReLU(0.2, True)]
+        seq += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*seq)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class Pix2Pix:
+    """Generator, critic, losses and optimisers; `train_step` is the original's `optimize_parameters`."""
+
+    def __init__(self, image_size=256, ngf=64, ndf=64, num_downs=8, l1_weight=100.0, lr=2e-4, device="cpu"):
+        self.device = torch.device(device)
+        self.image_size = image_size
+        self.generator = UnetGenerator(ngf=ngf, num_downs=num_downs).to(self.device)
+        self.critic = NLayerDiscriminator(ndf=ndf).to(self.device)
+        self.generator.apply(init_weights)
+        self.critic.apply(init_weights)
+        self.gan_loss = nn.BCEWithLogitsLoss()
+        self.l1_loss = nn.L1Loss()
+        self.l1_weight = l1_weight
+        self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.999))
+
+    def _gan(self, logits, real):
+        return self.gan_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+    def train_step(self, l, ab):
+        """One adversarial step on NCHW L (B, 1, S, S) and ab (B, 2, S, S); returns the losses as floats."""
+        self.generator.train()
+        self.critic.train()
+        fake_ab = self.generator(l)
+        # Critic: real and (detached) fake pairs, loss halved.
+        self.critic.requires_grad_(True)
+        self.d_opt.zero_grad()
+        loss_fake = self._gan(self.critic(torch.cat([l, fake_ab.detach()], 1)), False)
+        loss_real = self._gan(self.critic(torch.cat([l, ab], 1)), True)
+        loss_d = 0.5 * (loss_fake + loss_real)
+        loss_d.backward()
+        self.d_opt.step()
+        # Generator: fool the (frozen) critic and stay close to the real ab in L1.
+        self.critic.requires_grad_(False)
+        self.g_opt.zero_grad()
+        loss_gan = self._gan(self.critic(torch.cat([l, fake_ab], 1)), True)
+        loss_l1 = self.l1_loss(fake_ab, ab)
+        loss_g = loss_gan + self.l1_weight * loss_l1
+        loss_g.backward()
+        self.g_opt.step()
+        # .item() waits for the step to finish, on a GPU too.
+        return {"critic/loss": loss_d.item(), "generator/loss": loss_g.item(), "generator/l1": loss_l1.item()}
+
+    @torch.no_grad()
+    def predict_ab(self, l):
+        """Inference: the generator alone in eval mode (BatchNorm running statistics, no dropout)."""
+        self.generator.eval()
+        return self.generator(l)
+
+
+if __name__ == "__main__":
+    model = Pix2Pix()
+    print(f"generator {count_parameters(model.generator):,}  critic {count_parameters(model.critic):,}")
