@@ -312,44 +312,55 @@ class Trainer:
         return {"generator/l1": loss}
 
     def _adversarial_replica(self, l, ab, step):
+        """One generator forward per step, as in pix2pix: the critic learns from the prediction with its
+        gradient stopped, then the generator's loss reuses that forward pass through the updated critic.
+        With several critic steps (WGAN-GP), each reuses the step's batch and prediction."""
         cfg = self.cfg
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         real = tf.concat([l, ab], axis=-1)
         logs = {}
-        for k in range(cfg.critic_steps):
-            with tf.GradientTape() as tape:
-                fake = tf.concat([l, tf.cast(self.generator(l, training=True), l.dtype)], axis=-1)
-                real_out = self.critic(real, training=True)
-                fake_out = self.critic(fake, training=True)
-                per_example = self.objective.critic_loss(real_out, fake_out)
-                if self.objective.uses_gradient_penalty:
-                    # Seeded by (seed, step, k, replica): resumes and replays exactly.
-                    seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 1000003 + step, k * 1024 + tf.cast(replica, tf.int64)])
-                    alpha = tf.random.stateless_uniform([tf.shape(l)[0], 1, 1, 1], seed)
-                    penalty = losses.gradient_penalty(self.critic, real, tf.stop_gradient(fake), alpha)
-                    logs["critic/gradient_penalty"] = self._global_mean(penalty)
-                    logs["critic/wasserstein"] = self._global_mean(-per_example)
-                    per_example = per_example + cfg.gp_weight * penalty
-                else:
-                    real_p = tf.sigmoid(tf.cast(real_out, tf.float32)) if cfg.objective == "vanilla" else tf.cast(real_out, tf.float32)
-                    fake_p = tf.sigmoid(tf.cast(fake_out, tf.float32)) if cfg.objective == "vanilla" else tf.cast(fake_out, tf.float32)
-                    logs["critic/accuracy_real"] = self._global_mean(
-                        tf.reduce_mean(tf.cast(tf.reshape(real_p, [tf.shape(l)[0], -1]) > 0.5, tf.float32), 1))
-                    logs["critic/accuracy_fake"] = self._global_mean(
-                        tf.reduce_mean(tf.cast(tf.reshape(fake_p, [tf.shape(l)[0], -1]) < 0.5, tf.float32), 1))
-                critic_loss = self._global_mean(per_example)
-            self._apply(self.d_opt, tape, critic_loss, self.critic.trainable_variables)
-        logs["critic/loss"] = critic_loss
-
-        variables = self.generator.trainable_variables
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as generator_tape:
             fake_ab = self.generator(l, training=True)
-            fake_out = self.critic(tf.concat([l, tf.cast(fake_ab, l.dtype)], axis=-1), training=True)
+            fake = tf.concat([l, tf.cast(fake_ab, l.dtype)], axis=-1)
+            with generator_tape.stop_recording():
+                for k in range(cfg.critic_steps):
+                    logs.update(self._critic_update(real, tf.stop_gradient(fake), step, k, replica))
+            fake_out = self.critic(fake, training=True)
             gan = self._global_mean(self.objective.generator_loss(fake_out))
             l1 = self._global_mean(losses.l1(fake_ab, ab))
             loss = gan + cfg.l1_weight * l1
-        self._apply(self.g_opt, tape, loss, variables)
+        self._apply(self.g_opt, generator_tape, loss, self.generator.trainable_variables)
         logs.update({"generator/loss": loss, "generator/gan": gan, "generator/l1": l1})
+        return logs
+
+    def _critic_update(self, real, fake, step, k, replica):
+        cfg = self.cfg
+        batch = tf.shape(real)[0]
+        logs = {}
+        with tf.GradientTape() as tape:
+            real_out = self.critic(real, training=True)
+            fake_out = self.critic(fake, training=True)
+            per_example = self.objective.critic_loss(real_out, fake_out)
+            if self.objective.uses_gradient_penalty:
+                # Seeded by (seed, step, k, replica): resumes and replays exactly.
+                seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 1000003 + step,
+                                 k * 1024 + tf.cast(replica, tf.int64)])
+                alpha = tf.random.stateless_uniform([batch, 1, 1, 1], seed)
+                penalty = losses.gradient_penalty(self.critic, real, fake, alpha)
+                logs["critic/gradient_penalty"] = self._global_mean(penalty)
+                logs["critic/wasserstein"] = self._global_mean(-per_example)
+                per_example = per_example + cfg.gp_weight * penalty
+            else:
+                # A patch counts as judged right when its probability (vanilla) or score (LSGAN) is on
+                # the correct side of 0.5.
+                to_p = tf.sigmoid if cfg.objective == "vanilla" else tf.identity
+                real_p = tf.reshape(to_p(tf.cast(real_out, tf.float32)), [batch, -1])
+                fake_p = tf.reshape(to_p(tf.cast(fake_out, tf.float32)), [batch, -1])
+                logs["critic/accuracy_real"] = self._global_mean(tf.reduce_mean(tf.cast(real_p > 0.5, tf.float32), 1))
+                logs["critic/accuracy_fake"] = self._global_mean(tf.reduce_mean(tf.cast(fake_p < 0.5, tf.float32), 1))
+            critic_loss = self._global_mean(per_example)
+        self._apply(self.d_opt, tape, critic_loss, self.critic.trainable_variables)
+        logs["critic/loss"] = critic_loss
         return logs
 
     def _distributed(self, replica_fn):
