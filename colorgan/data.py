@@ -308,14 +308,13 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
             lambda i, rgb: ((train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
                              if training else eval_transform(rgb, image_size)), i),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        first_index, stride = start_index, 1
+        first_index, stride, epoch_size = start_index, 1, 2 ** 62  # TFDS streams have no file epochs
     else:
         files = source_files(source, split, val_share)
         stream = _file_stream(files, image_size, training, seed, start_index, shard, cache)
-        n_files = len(files)
         first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
+        epoch_size = len(files) if training else 2 ** 62
 
-    epoch_size = n_files if kind != "tfds" and training else 2 ** 62
     stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size)
     if skip_gray:
         stream = stream.filter(lambda rgb, stats: tf.equal(stats["is_gray"], 0))

@@ -463,8 +463,7 @@ def train(cfg, on_step=None):
 
     on_step(step, logs) is called after every step (tests use it to interrupt at a chosen step).
     """
-    trainer = Trainer(cfg)
-    t = trainer
+    t = Trainer(cfg)
     restored = t.restore()
     start_step = int(t.step.numpy())
     if t.chief:
@@ -484,6 +483,11 @@ def train(cfg, on_step=None):
     images_seen_since, clock = 0, time.perf_counter()
     started = clock
     result = {"stopped_by": None}
+
+    def host_max(per_replica):
+        """Largest value of a per-example stat over this host's replicas (the newest, as it is cumulative)."""
+        return max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(per_replica))
+
     try:
         with writer.as_default():
             while int(t.step.numpy()) < cfg.total_steps:
@@ -493,7 +497,7 @@ def train(cfg, on_step=None):
                 logs = t.pretrain_step(l, ab) if pretraining else t.adversarial_step(l, ab)
                 t.step.assign_add(1)
                 step += 1
-                index = max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(stats["index"]))
+                index = host_max(stats["index"])
                 t.data_index.assign(index + 1)
                 images_seen_since += cfg.batch_size
                 logs = {k: float(v) for k, v in logs.items()}
@@ -506,8 +510,7 @@ def train(cfg, on_step=None):
                 last_logs = logs
 
                 if files_per_epoch:
-                    counts = {k: max(int(tf.reduce_max(x)) for x in t.strategy.experimental_local_results(stats[k]))
-                              for k in ("unreadable", "gray", "unreadable_in_epoch", "gray_in_epoch")}
+                    counts = {k: host_max(stats[k]) for k in ("unreadable", "gray", "unreadable_in_epoch", "gray_in_epoch")}
                     this_epoch = index // files_per_epoch
                     if epoch is not None and this_epoch != epoch:
                         # Totals up to the end of the finished epoch: all counts less this epoch's so far.
