@@ -1,5 +1,6 @@
 """Score a colorizer on real photos, beside the trivial gray baseline on the very same photos.
 
+    python evaluate.py --data=folder:../shared/data/val                 # the colorizer shipped with colorgan
     python evaluate.py --model=runs/quickstart --data=folder:../shared/data/val
     python evaluate.py --model=export/colorgan/1 --data=samples        # a SavedModel
     python evaluate.py --model=colorgan.tflite --data=folder:photos/
@@ -25,8 +26,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     """The command line. Defined only when run as a script, so that importing this module (tests, a
     notebook, next to train.py, whose flags share some names) defines no global flags."""
-    flags.DEFINE_string("model", None, "A training run dir or checkpoint, a SavedModel, a .tflite file, "
-                        "'gray' (a = b = 0) or 'identity' (the real colours).")
+    flags.DEFINE_string("model", None, "A training run dir or checkpoint, a .keras file, a SavedModel, a .tflite "
+                        "file, 'gray' (a = b = 0) or 'identity' (the real colours); default: the shipped colorizer.")
     flags.DEFINE_string("data", "samples", "Data source: 'folder:PATH', 'samples' or 'tfds:NAME'.")
     flags.DEFINE_enum("split", "all", data.SPLITS, "Which split of the source to score.")
     flags.DEFINE_integer("size", 256, "Side of the square the photos are scored at.")
@@ -46,8 +47,6 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise ColorganError(f"unexpected arguments {argv[1:]}: pass everything as --flags")
-    if not FLAGS.model:
-        raise ColorganError("--model is required: a run dir, checkpoint, SavedModel, .tflite file, gray or identity")
     if FLAGS.batch_size < 1:
         raise ColorganError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
     model = load_model(FLAGS.model)

@@ -1,10 +1,12 @@
 """`colorize`: colourise photos at their full resolution with a trained model.
 
-    colorize --model runs/quickstart photos/ more/*.jpg one.png --output_dir colorized
+    colorize photos/ more/*.jpg one.png --output_dir colorized    # the colorizer shipped with colorgan
+    colorize --model runs/quickstart photos/                      # a model of your own
 
 Inputs are image files, folders (searched recursively; the output tree mirrors the folder) or globs
 (quoted, so that `**` works; the tree below the glob's fixed part is mirrored). The model is a
-training run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file. Outputs go to
+training run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file; without --model,
+the trained colorizer that ships with colorgan (models/MODEL_CARD.md). Outputs go to
 --output_dir; an existing output, or an input itself, is replaced only with --overwrite. A file that
 cannot be read is reported and skipped; the exit status is 1 if any file failed, 2 on a usage error.
 """
@@ -20,8 +22,8 @@ from colorgan.errors import ColorganError, exit_on_user_error
 
 # A FlagValues of its own, so that importing this next to train.py or evaluate.py cannot clash.
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("model", None, "Training run dir, checkpoint, .keras file, SavedModel dir or .tflite file.",
-                    flag_values=FLAGS)
+flags.DEFINE_string("model", None, "Training run dir, checkpoint, .keras file, SavedModel dir or .tflite file "
+                    "(default: the colorizer shipped with colorgan).", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", "colorized", "Folder for the colourised photos.", flag_values=FLAGS)
 flags.DEFINE_enum("format", "png", ["png", "jpg", "same"],
                   "Output format: png (lossless, default), jpg (quality 95) or the input's own.", flag_values=FLAGS)
@@ -156,14 +158,12 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
         finish(group)
 
 
-def run(args, model, output_dir="colorized", image_format="png", overwrite=False, batch_size=8, progress=True):
+def run(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8, progress=True):
     """The whole command, callable from Python; returns the Summary."""
     from colorgan import inference
 
     if not args:
         raise ColorganError("no inputs: name image files, folders or globs to colourise")
-    if not model:
-        raise ColorganError("no model: pass --model with a run dir, checkpoint, .keras, SavedModel or .tflite")
     if batch_size < 1:
         raise ColorganError(f"--batch_size must be at least 1, got {batch_size}")
     output_dir = pathlib.Path(output_dir)

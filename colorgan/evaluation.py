@@ -160,12 +160,13 @@ class Evaluation:
 
 
 def load_model(spec):
-    """'gray' | 'identity' | anything load_colorizer takes -> that string or a colorizer object."""
-    if not isinstance(spec, str):
+    """'gray' | 'identity' | anything load_colorizer takes (None: the shipped colorizer) -> that string or a
+    colorizer object."""
+    if spec is not None and not isinstance(spec, str):
         return spec  # already a colorizer (tests, notebooks)
     if spec in BASELINES:
         return spec
-    if not (os.path.exists(spec) or os.path.exists(spec + ".index")):
+    if spec is not None and not (os.path.exists(spec) or os.path.exists(spec + ".index")):
         raise ColorganError(f"--model={spec}: no such file or directory; give a training run dir or "
                             f"checkpoint, a SavedModel, a .tflite file, or one of {', '.join(BASELINES)}")
     from colorgan.inference import load_colorizer
@@ -378,4 +379,6 @@ def write_tensorboard(evaluation, log_dir, grid_path):
 
 
 def model_name_of(spec):
+    if spec is None:
+        return "shipped"
     return spec if spec in BASELINES else Path(spec.rstrip("/")).stem or "model"

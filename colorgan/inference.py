@@ -278,13 +278,17 @@ def saved_model_version_dir(path):
     return None
 
 
-def load_colorizer(spec):
+def load_colorizer(spec=None):
     """A Colorizer from a run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file.
 
     SavedModels may be given as `OUT/NAME/VERSION` or as `OUT/NAME` (the highest VERSION wins).
-    A Keras model object is accepted too.
+    A Keras model object is accepted too. None means the colorizer that ships with colorgan.
     """
     import keras
+
+    from colorgan import models
+    if spec is None:
+        return KerasColorizer(*models.load_generator(), source="colorgan (shipped model)")
     if isinstance(spec, keras.Model):
         return KerasColorizer(spec)
     path = pathlib.Path(spec)
@@ -305,7 +309,6 @@ def load_colorizer(spec):
         raise ColorganError(f"{path} is not a model: pass a training run dir, a checkpoint, a .keras file, "
                             "a SavedModel dir or a .tflite file")
     # Run dirs, checkpoints and .keras files: the models module knows how to rebuild the generator.
-    from colorgan import models
     model, image_size = models.load_generator(str(path))
     return KerasColorizer(model, image_size, source=path)
 

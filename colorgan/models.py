@@ -11,7 +11,9 @@ concatenated, B, S, S, 3) to a grid of logits. Outputs are float32 under any mix
 """
 import json
 import os
+import pathlib
 import socket
+import tempfile
 
 import keras
 from keras import layers
@@ -339,6 +341,10 @@ def build_critic(name, image_size=256, **options):
 
 RUN_CONFIG = "model.json"
 
+# The trained colorizer that ships with the package (models/MODEL_CARD.md), used when no model is given.
+# In the source tree this is a link to models/; wheels carry the file itself.
+DEFAULT_GENERATOR = pathlib.Path(__file__).parent / "pretrained" / "default.keras"
+
 
 def save_run_config(run_dir, generator, generator_options, image_size, **extra):
     """Write what is needed to rebuild the generator of a run (the checkpoint holds only weights)."""
@@ -350,18 +356,71 @@ def save_run_config(run_dir, generator, generator_options, image_size, **extra):
     os.replace(tmp, os.path.join(run_dir, RUN_CONFIG))
 
 
-def load_generator(path):
+def with_weights_dtype(model, weights_dtype):
+    """A copy of ``model`` whose layers hold (and compute in) ``weights_dtype``.
+
+    float16 halves the shipped file; its copy back to float32 differs from the original by about 0.1
+    in a or b at most.
+    """
+    spec = keras.saving.serialize_keras_object(model)
+
+    def recast(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] in ("float32", "float16"):
+                node = dict(node, config=dict(node["config"], name=weights_dtype))
+            return {k: recast(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [recast(v) for v in node]
+        return node
+
+    copy = keras.saving.deserialize_keras_object(recast(spec), safe_mode=False)
+    copy.set_weights([w.astype(weights_dtype) for w in model.get_weights()])
+    return copy
+
+
+def save_generator(generator, path, weights_dtype="float32"):
+    """Write ``generator`` to a ``.keras`` file, atomically (an interrupted save leaves no half file)."""
+    path = pathlib.Path(path)
+    if path.suffix != ".keras":
+        raise ColorganError(f"{path}: a Keras model file must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if weights_dtype != "float32":
+        generator = with_weights_dtype(generator, weights_dtype)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
+        generator.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load_generator(path=None):
     """(generator, image_size) from a ``.keras`` file, a training run dir, or a checkpoint in one.
 
     A run dir holds ``model.json`` and ``checkpoints/``; a checkpoint path may be the checkpoints dir or
-    one prefix (``.../ckpt-12``). The latest checkpoint wins when only a directory is given.
+    one prefix (``.../ckpt-12``). The latest checkpoint wins when only a directory is given. No path
+    means the colorizer that ships with colorgan. Files saved with float16 weights come back as float32.
     """
     import tensorflow as tf
 
+    if path is None:
+        if not DEFAULT_GENERATOR.is_file():
+            raise ColorganError(f"the shipped model {DEFAULT_GENERATOR} is missing (a broken install or "
+                                "checkout); reinstall colorgan or pass --model")
+        path = str(DEFAULT_GENERATOR)
+    path = str(path)
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise ColorganError(f"model file {path!r} does not exist")
         model = keras.saving.load_model(path, compile=False, safe_mode=False)
+        if any(w.dtype == "float16" for w in model.weights):
+            model = with_weights_dtype(model, "float32")
         return model, int(model.input_shape[1])
 
     prefix = None
@@ -396,4 +455,32 @@ def load_generator(path):
     except (AssertionError, ValueError) as e:
         raise ColorganError(f"checkpoint {prefix!r} does not match generator {config['generator']!r}: "
                             f"{str(e).splitlines()[0][:160]}") from None
+    if config.get("ema"):
+        _restore_weight_averages(generator, prefix)
     return generator, int(config["image_size"])
+
+
+def _restore_weight_averages(generator, prefix):
+    """Put the EMA of the weights, which the checkpoint keeps in the generator's optimizer, into them.
+
+    A run with --ema exports those averages (training.finish), so a checkpoint of it must give the same.
+    """
+    import tensorflow as tf
+
+    # The optimizer stores the averages by position among its variables, so rebuild one whose variables
+    # line up: loss scaling wraps it, and a fixed learning rate (no schedule) is one variable more.
+    saved = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    scaled = any(k.startswith("generator_optimizer/inner_optimizer/") for k in saved)
+    root = "generator_optimizer/inner_optimizer/" if scaled else "generator_optimizer/"
+    fixed_rate = root + "_learning_rate/.ATTRIBUTES/VARIABLE_VALUE" in saved
+    averaging = keras.optimizers.Adam(1e-3 if fixed_rate else keras.optimizers.schedules.PolynomialDecay(1e-3, 1),
+                                      use_ema=True)
+    optimizer = keras.optimizers.LossScaleOptimizer(averaging) if scaled else averaging
+    optimizer.build(generator.trainable_variables)
+    try:
+        tf.train.Checkpoint(generator_optimizer=optimizer).restore(prefix).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise ColorganError(f"checkpoint {prefix!r} holds no weight averages although its run used --ema: "
+                            f"{str(e).splitlines()[0][:160]}") from None
+    averaging.finalize_variable_values(generator.trainable_variables)

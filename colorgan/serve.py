@@ -1,6 +1,7 @@
 """`colorgan serve`: a local web page and HTTP API to try a colorizer.
 
-    colorgan serve --model runs/quickstart          # then open http://127.0.0.1:8000/
+    colorgan serve                                  # the shipped model; then open http://127.0.0.1:8000/
+    colorgan serve --model runs/quickstart          # a model of your own
     curl --data-binary @cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
 
 Routes (exact paths only; nothing in a request is ever used as a file path):
@@ -19,7 +20,6 @@ import http.server
 import importlib.resources
 import io
 import json
-import pathlib
 import queue
 import sys
 import threading
@@ -28,9 +28,6 @@ import urllib.parse
 import numpy as np
 
 from colorgan.errors import ColorganError, exit_on_user_error
-
-# Picked up when --model is not given, once a trained default ships with the package.
-DEFAULT_MODEL = pathlib.Path(__file__).parent / "pretrained" / "default.keras"
 
 DEFAULT_MAX_UPLOAD_MB = 20
 # A 50 MP photo needs a few GB while it is coloured at full resolution; larger ones are refused.
@@ -41,19 +38,6 @@ DEFAULT_QUEUE_SIZE = 64
 
 def load_page():
     return importlib.resources.files("colorgan").joinpath("web/index.html").read_bytes()
-
-
-def resolve_model(spec):
-    """The model to serve: --model if given, otherwise the shipped default, otherwise a clear error."""
-    if spec:
-        if not pathlib.Path(spec).exists():
-            raise ColorganError(f"no model at {spec}; pass --model a training run dir, a .keras file, "
-                                "a SavedModel dir or a .tflite file")
-        return spec
-    if DEFAULT_MODEL.exists():
-        return str(DEFAULT_MODEL)
-    raise ColorganError("no default model ships with this version of colorgan; pass --model a training run "
-                        "dir, a .keras file, a SavedModel dir or a .tflite file")
 
 
 def image_size_of(contents):
@@ -273,7 +257,7 @@ class ColorizeServer(http.server.ThreadingHTTPServer):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="colorgan serve", description="Serve a web page to try a colorizer.")
     parser.add_argument("--model", help="training run dir, .keras file, SavedModel dir or .tflite file "
-                                        "(default: the model shipped with colorgan, when there is one)")
+                                        "(default: the colorizer shipped with colorgan)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     parser.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
@@ -295,15 +279,15 @@ def parse_args(argv):
 def main(argv=None):
     """`colorgan serve [flags]`; argv is the flags after `serve` (sys.argv[1:] when None)."""
     args = parse_args(argv)
-    model = resolve_model(args.model)
     from colorgan.inference import load_colorizer
-    colorizer = load_colorizer(model)
+    colorizer = load_colorizer(args.model)
     colorizer.colorize(np.zeros((8, 8, 1), np.uint8))  # trace now, not on the first request
     server = ColorizeServer(colorizer, args.host, args.port, args.max_upload_mb, args.max_pixels,
                             args.queue_size, quiet=args.quiet)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}, so other machines can reach this server", file=sys.stderr)
-    print(f"colorgan: serving {model} at {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(f"colorgan: serving {args.model or 'the shipped colorizer'} at {server.url} (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

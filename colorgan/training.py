@@ -9,7 +9,6 @@ import dataclasses
 import math
 import os
 import signal
-import tempfile
 import time
 
 import keras
@@ -37,7 +36,7 @@ class TrainConfig:
     deterministic: bool = dataclasses.field(default=False, metadata={"help": "Identical batches and ops on every run (slower)."})
     seed: int = dataclasses.field(default=0, metadata={"help": "Seed for weights, data order and augmentation."})
     # models
-    generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
+    generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:efficientnet_lite0 (offline ImageNet weights) | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
     generator_options: str = dataclasses.field(default="", metadata={"help": "Builder options as key=value,... e.g. base_filters=16,depth=6."})
     critic: str = dataclasses.field(default="patchgan", metadata={"help": "Critic architecture."})
     critic_options: str = dataclasses.field(default="", metadata={"help": "Critic options as key=value,... e.g. norm=instance."})
@@ -468,7 +467,8 @@ def train(cfg, on_step=None):
     start_step = int(t.step.numpy())
     if t.chief:
         models.save_run_config(cfg.logdir, cfg.generator, t.generator_options, cfg.image_size,
-                               critic=cfg.critic, critic_options=t.critic_options, objective=cfg.objective)
+                               critic=cfg.critic, critic_options=t.critic_options, objective=cfg.objective,
+                               ema=cfg.ema)
         write_flagfile(cfg, os.path.join(cfg.logdir, "flags.cfg"))
     logging.info("%s at step %d of %d (%d replicas)", f"resumed from {restored}" if restored else "starting",
                  start_step, cfg.total_steps, t.strategy.num_replicas_in_sync)
@@ -582,11 +582,7 @@ def finish(t, val_batch):
     outputs["samples"] = os.path.join(cfg.logdir, "samples.png")
     write_png(outputs["samples"], grid)
     if cfg.export:
-        outputs["generator"] = os.path.join(cfg.logdir, "generator.keras")
-        with tempfile.NamedTemporaryFile(dir=cfg.logdir, suffix=".keras", delete=False) as f:
-            tmp = f.name
-        t.generator.save(tmp)
-        os.replace(tmp, outputs["generator"])
+        outputs["generator"] = str(models.save_generator(t.generator, os.path.join(cfg.logdir, "generator.keras")))
         try:
             from colorgan import export as exporter
         except ImportError:

@@ -14,7 +14,8 @@ from colorgan import models
 from colorgan.errors import exit_on_user_error
 from colorgan.export import export_saved_model
 
-flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file.", required=True)
+flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
+                    "(default: the colorizer shipped with colorgan).")
 flags.DEFINE_string("output_dir", "exported", "Base folder; the model goes to OUTPUT_DIR/NAME/VERSION.")
 flags.DEFINE_string("name", "colorgan", "Model name, the folder TF Serving's --model_base_path points into.")
 flags.DEFINE_integer("version", None, "Version number; default one above the highest already there.")
@@ -28,7 +29,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs every step at INFO
     generator, image_size = models.load_generator(FLAGS.model)
     path = export_saved_model(generator, image_size, FLAGS.output_dir, FLAGS.name, FLAGS.version,
-                              source=FLAGS.model)
+                              source=FLAGS.model or str(models.DEFAULT_GENERATOR))
     print(f"wrote {path} (image size {image_size}; signatures serving_default, colorize_tensor, predict_ab)")
 
 

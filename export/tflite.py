@@ -13,7 +13,8 @@ from absl import app, flags, logging
 from colorgan import data, export, inference, models
 from colorgan.errors import ColorganError, exit_on_user_error
 
-flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file.", required=True)
+flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
+                    "(default: the colorizer shipped with colorgan).")
 flags.DEFINE_string("output_dir", "exported/tflite", "Folder for NAME_VARIANT.tflite and its .json.")
 flags.DEFINE_string("name", "colorgan", "File name stem.")
 flags.DEFINE_list("variants", ["float32", "float16", "int8"],
@@ -33,7 +34,8 @@ def main(argv):
     if unknown:
         raise ColorganError(f"unknown --variants {', '.join(unknown)}: use {', '.join(export.VARIANTS)}")
     generator, image_size = models.load_generator(FLAGS.model)
-    reference = inference.KerasColorizer(generator, image_size, source=FLAGS.model)
+    source = FLAGS.model or str(models.DEFAULT_GENERATOR)
+    reference = inference.KerasColorizer(generator, image_size, source=source)
     parity_l = [l.numpy() for l, _ in data.make_dataset(FLAGS.data, "val", image_size, batch_size=1,
                                                         training=False).take(FLAGS.parity_photos)]
     calibration_l = (export.representative_l_batches(FLAGS.data, image_size, FLAGS.calibration_photos)
@@ -49,7 +51,7 @@ def main(argv):
         check = export.parity(reference, candidate, parity_l)
         seconds = export.seconds_per_photo(candidate, parity_l[0])
         # The measured figures go into the metadata, so they travel with the file.
-        export.write_tflite(flatbuffer, path, image_size, variant, source=FLAGS.model, parity=check,
+        export.write_tflite(flatbuffer, path, image_size, variant, source=source, parity=check,
                             seconds_per_photo_x86=round(seconds, 5))
         print(f"{variant:<13} {len(flatbuffer) / 1e6:>8.2f} {seconds * 1e3:>9.1f} {seconds / keras_seconds:>8.1f} "
               f"{check['max_ab_diff']:>9.3f} {check['mean_ab_diff']:>10.4f} {check['psnr_db']:>8.1f}")

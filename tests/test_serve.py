@@ -248,8 +248,9 @@ def test_port_in_use_is_one_clear_error(server):
         serve.ColorizeServer(BlockingColorizer(), host, port, quiet=True)
 
 
-def test_without_model_or_default_exits_with_one_line(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(serve, "DEFAULT_MODEL", tmp_path / "default.keras")
+def test_without_model_or_shipped_model_exits_with_one_line(monkeypatch, tmp_path, capsys):
+    from colorgan import models
+    monkeypatch.setattr(models, "DEFAULT_GENERATOR", tmp_path / "default.keras")
     with pytest.raises(SystemExit) as exit_info:
         serve.main([])
     assert exit_info.value.code == 2
@@ -260,17 +261,13 @@ def test_without_model_or_default_exits_with_one_line(monkeypatch, tmp_path, cap
     assert "missing.keras" in capsys.readouterr().err
 
 
-def test_default_model_is_used_once_it_ships(monkeypatch, tmp_path):
-    default = tmp_path / "default.keras"
-    default.write_bytes(b"")
-    monkeypatch.setattr(serve, "DEFAULT_MODEL", default)
-    assert serve.resolve_model(None) == str(default)
-    assert serve.resolve_model(str(default)) == str(default)
-
-
-def test_main_serves_until_interrupted(model_path, monkeypatch, capsys):
-    """The entry point end to end (in-process, to spare a second TensorFlow start): it loads the model,
-    says where it listens, answers there, and shuts down cleanly on Ctrl-C."""
+@pytest.mark.parametrize("given", [True, False], ids=["model_flag", "shipped_model"])
+def test_main_serves_until_interrupted(given, model_path, monkeypatch, capsys):
+    """The entry point end to end (in-process, to spare a second TensorFlow start): it loads the model
+    (--model, or the shipped one without it), says where it listens, answers there, and shuts down
+    cleanly on Ctrl-C."""
+    from colorgan import models
+    monkeypatch.setattr(models, "DEFAULT_GENERATOR", model_path)
     real_serve_forever, answers = serve.ColorizeServer.serve_forever, []
 
     def serve_then_interrupt(server):
@@ -284,6 +281,7 @@ def test_main_serves_until_interrupted(model_path, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(serve.ColorizeServer, "serve_forever", serve_then_interrupt)
-    serve.main(["--model", str(model_path), "--port", "0", "--quiet"])
+    serve.main((["--model", str(model_path)] if given else []) + ["--port", "0", "--quiet"])
     assert answers == [200]
-    assert re.search(r"serving .*g\.keras at http://127\.0\.0\.1:\d+/", capsys.readouterr().err)
+    served = r".*g\.keras" if given else "the shipped colorizer"
+    assert re.search(rf"serving {served} at http://127\.0\.0\.1:\d+/", capsys.readouterr().err)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from colorgan import data, training
+from colorgan import data, models, training
 from colorgan.errors import ColorganError
 from colorgan.training import TrainConfig
 
@@ -98,6 +98,19 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
         got = (interrupted if step <= 3 else resumed)[step]
         for k, v in straight[step].items():
             assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (step, k)
+
+
+@pytest.mark.parametrize("lr_decay", ["none", "linear"])  # a schedule leaves the optimizer one variable short
+def test_an_ema_run_exports_the_averages_and_its_checkpoints_load_them_too(tmp_path, lr_decay):
+    result = training.train(tiny_config(tmp_path, ema=0.5, lr_generator=2e-3, lr_decay=lr_decay))
+    exported = result["trainer"].generator  # what finish() exports, without writing the SavedModel
+    from_checkpoint, _ = models.load_generator(result["checkpoint"])
+    raw = models.build_generator("unet", 64, base_filters=8, depth=6)
+    tf.train.Checkpoint(generator=raw).restore(result["checkpoint"]).expect_partial()
+    gap_to_raw = max(np.abs(e - r).max() for e, r in zip(exported.get_weights(), raw.get_weights()))
+    assert gap_to_raw > 1e-4  # the export is the average, not the last weights
+    for e, c in zip(exported.get_weights(), from_checkpoint.get_weights()):
+        np.testing.assert_allclose(c, e, atol=1e-7)
 
 
 def test_sigterm_in_a_real_process_saves_and_exits_zero(tmp_path):
