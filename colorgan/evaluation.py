@@ -287,13 +287,14 @@ def report_table(evaluation, model_name):
     """The aggregates as text: one line per metric, the model beside the gray baseline."""
     model, gray = evaluation.aggregates["model"], evaluation.aggregates["gray"]
     show = lambda value, fmt: "-" if value is None else fmt.format(value)
-    lines = [f"{'':24}{model_name[:16]:>16}{'gray':>16}"]
+    width = max(16, len(model_name) + 2)  # the whole name: runs are often told apart by its end
+    lines = [f"{'':24}{model_name:>{width}}{'gray':>16}"]
     for key, label, fmt in REPORTED:
         if key == "fid" and evaluation.fid_skipped:
             continue
-        lines.append(f"{label:24}{show(model[key], fmt):>16}{show(gray[key], fmt):>16}")
+        lines.append(f"{label:24}{show(model[key], fmt):>{width}}{show(gray[key], fmt):>16}")
     if model["psnr_infinite_images"] or gray["psnr_infinite_images"]:
-        lines.append(f"{'photos with PSNR = inf':24}{model['psnr_infinite_images']:>16}"
+        lines.append(f"{'photos with PSNR = inf':24}{model['psnr_infinite_images']:>{width}}"
                      f"{gray['psnr_infinite_images']:>16}   (left out of the PSNR mean)")
     lines.append(f"real photos' colourfulness {evaluation.real_colourfulness:.2f}; "
                  f"{evaluation.protocol['images']} photos at {evaluation.protocol['size']}x"

@@ -162,6 +162,9 @@ def test_fid_is_skipped_with_a_reason_and_everything_else_reported(monkeypatch, 
     table = evaluation.report_table(result, "gray")
     assert f"FID skipped: {reason}" in table.splitlines()
     assert not any(line.startswith("FID ") and "skipped" not in line for line in table.splitlines())
+    long_name = "shared_photos_ckpt-1500_raw"
+    header, psnr_line = evaluation.report_table(result, long_name).splitlines()[:2]
+    assert header.split() == [long_name, "gray"] and len(psnr_line) == len(header)
 
 
 def test_shared_validation_set_reproduces_the_reference_gray_numbers(shared_data):
