@@ -174,7 +174,7 @@ def case_prepare(workdir, image_size, train_models, overrides, infer, data, phot
     paths = {"keras": os.path.join(workdir, "generator.keras")}
     generator.save(paths["keras"])
     paths["saved_model"] = str(export.export_saved_model(generator, image_size, workdir, name="saved_model"))
-    representative = export.representative_l_batches(data, image_size, 8) if "int8" in tflite_variants else None
+    representative = export.l_batches(data, "train", image_size, 8) if "int8" in tflite_variants else None
     for variant in tflite_variants:
         flatbuffer = export.convert_tflite(generator, image_size, variant, representative)
         paths[f"tflite_{variant}"] = str(export.write_tflite(

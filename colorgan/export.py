@@ -229,10 +229,11 @@ def write_tflite(flatbuffer, path, image_size, variant, source="", **extra):
     return path
 
 
-def representative_l_batches(source, image_size, count):
-    """`count` normalised L batches of one photo each, from the data pipeline's training photos."""
+def l_batches(source, split, image_size, count):
+    """`count` normalised L batches of one photo each from a split of `source`, as the data pipeline
+    prepares them: int8 calibration takes training photos, parity checks validation photos."""
     from colorgan import data
-    dataset = data.make_dataset(source, "train", image_size, batch_size=1, training=False)
+    dataset = data.make_dataset(source, split, image_size, batch_size=1, training=False)
     return [l.numpy() for l, _ in dataset.take(count)]
 
 

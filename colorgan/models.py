@@ -386,12 +386,12 @@ def save_generator(generator, path, weights_dtype="float32"):
     path.parent.mkdir(parents=True, exist_ok=True)
     if weights_dtype != "float32":
         generator = with_weights_dtype(generator, weights_dtype)
+    from colorgan.inference import current_umask
+    # Keras saves to a path that ends in .keras, so inference.write_atomically (a file object) cannot serve.
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the model from other users
         generator.save(temporary)
         os.replace(temporary, path)
     finally:

@@ -7,7 +7,7 @@ float32. The written file is loaded again and compared with the source model on 
 """
 from absl import app, flags
 
-from colorgan import data, export, inference, models
+from colorgan import export, inference, models
 from colorgan.errors import exit_on_user_error
 
 flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file.", required=True)
@@ -24,11 +24,10 @@ def main(argv):
     generator, image_size = models.load_generator(FLAGS.model)
     path = models.save_generator(generator, FLAGS.output, FLAGS.weights_dtype)
     written = inference.load_colorizer(str(path))
-    parity_l = [l.numpy() for l, _ in data.make_dataset(FLAGS.data, "val", image_size, batch_size=1,
-                                                        training=False).take(FLAGS.parity_photos)]
+    parity_l = export.l_batches(FLAGS.data, "val", image_size, FLAGS.parity_photos)
     check = export.parity(inference.KerasColorizer(generator, image_size), written, parity_l)
-    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, {FLAGS.weights_dtype} weights; against the source on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.3f}, "
-          f"mean |ab| {check['mean_ab_diff']:.4f}, PSNR {check['psnr_db']:.1f} dB")
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, {FLAGS.weights_dtype} weights; against the source "
+          f"on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.3f}, mean |ab| {check['mean_ab_diff']:.4f}, PSNR {check['psnr_db']:.1f} dB")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pathlib
 
 from absl import app, flags, logging
 
-from colorgan import data, export, inference, models
+from colorgan import export, inference, models
 from colorgan.errors import ColorganError, exit_on_user_error
 
 flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
@@ -36,9 +36,8 @@ def main(argv):
     generator, image_size = models.load_generator(FLAGS.model)
     source = FLAGS.model or str(models.DEFAULT_GENERATOR)
     reference = inference.KerasColorizer(generator, image_size, source=source)
-    parity_l = [l.numpy() for l, _ in data.make_dataset(FLAGS.data, "val", image_size, batch_size=1,
-                                                        training=False).take(FLAGS.parity_photos)]
-    calibration_l = (export.representative_l_batches(FLAGS.data, image_size, FLAGS.calibration_photos)
+    parity_l = export.l_batches(FLAGS.data, "val", image_size, FLAGS.parity_photos)
+    calibration_l = (export.l_batches(FLAGS.data, "train", image_size, FLAGS.calibration_photos)
                      if "int8" in FLAGS.variants else None)
     keras_seconds = export.seconds_per_photo(reference, parity_l[0])
 

@@ -144,7 +144,7 @@ def parity_l():
 
 @pytest.fixture(scope="module")
 def calibration_l():
-    return export.representative_l_batches("samples", IMAGE_SIZE, 8)
+    return export.l_batches("samples", "train", IMAGE_SIZE, 8)
 
 
 # Floors from the issue: 40 dB for float16, 30 dB for int8; float32 must be exact to float precision.
