@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 FID_WEIGHTS := .cache/fid/default_1.pt
 
 $(FID_WEIGHTS): | $(STAMP)
-	$(PY) -m colorgan.inception fetch --quiet --dest .cache/fid
+	$(PY) -m colorgan.cli.fid fetch --quiet --dest .cache/fid
 
 install: $(STAMP) $(FID_WEIGHTS)
 

@@ -6,13 +6,63 @@ the same losses (vanilla GAN on logits, critic loss halved, + 100 x L1) and the 
 (Adam, lr 2e-4, betas 0.5 / 0.999), and the original's train step, `Pix2PixModel.optimize_parameters`:
 one generator forward per step, whose output the critic sees detached.
 
-Tensors are NCHW, PyTorch's default layout, as the original runs them. Needs torch (the `bench` extra);
-nothing in the colorgan package imports this file.
+The original runs float32 NCHW tensors, PyTorch's default; `mode` picks how this copy runs (MODES):
 
-    python benchmarks/torch_reference.py      # prints the parameter counts
+    float32                  float32, NCHW (the original as it is)
+    channels_last            float32, weights and activations in NHWC memory (torch.channels_last)
+    bfloat16_channels_last   channels_last, forward passes and losses under
+                             torch.autocast(device, dtype=torch.bfloat16); weights, gradients and the
+                             Adam state stay float32 (bfloat16 needs no loss scaling)
+
+`applicable_modes()` lists the modes worth timing on this machine: all three where the CPU has bfloat16
+units (avx512_bf16 or amx_bf16 in /proc/cpuinfo) or the GPU runs bfloat16, else the two float32 ones.
+Needs torch (the `bench` extra); nothing in the colorgan package imports this file.
+
+    python benchmarks/torch_reference.py      # prints the parameter counts and the applicable modes
 """
+import contextlib
+
 import torch
 from torch import nn
+
+MODES = {
+    "float32": dict(channels_last=False, autocast=None),
+    "channels_last": dict(channels_last=True, autocast=None),
+    "bfloat16_channels_last": dict(channels_last=True, autocast=torch.bfloat16),
+}
+PRECISION = {"float32": "float32", "channels_last": "float32", "bfloat16_channels_last": "bfloat16"}
+
+
+def has_bf16_hardware(device="cpu"):
+    """bfloat16 arithmetic units: AVX512-BF16 or AMX on the CPU (/proc/cpuinfo flags), or a GPU that has them."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def applicable_modes(device="cpu"):
+    """The modes that can be the fastest here: bfloat16 autocast only where there is bf16 hardware."""
+    return [m for m in MODES if PRECISION[m] == "float32" or has_bf16_hardware(device)]
+
+
+def autocast(mode, device):
+    """The mode's autocast context for forward passes (a no-op for the float32 modes)."""
+    dtype = MODES[mode]["autocast"]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def to_mode(x, mode):
+    """A module or an NCHW tensor in the mode's memory format (channels_last: NHWC in memory)."""
+    if not MODES[mode]["channels_last"]:
+        return x.contiguous() if isinstance(x, torch.Tensor) else x
+    return x.to(memory_format=torch.channels_last)
 
 
 def init_weights(module, gain=0.02):
@@ -100,13 +150,17 @@ def count_parameters(module):
 class Pix2Pix:
     """Generator, critic, losses and optimisers; `train_step` is the original's `optimize_parameters`."""
 
-    def __init__(self, image_size=256, ngf=64, ndf=64, num_downs=8, l1_weight=100.0, lr=2e-4, device="cpu"):
-        self.device = torch.device(device)
+    def __init__(self, image_size=256, ngf=64, ndf=64, num_downs=8, l1_weight=100.0, lr=2e-4, device="cpu",
+                 mode="float32"):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        self.device, self.mode = torch.device(device), mode
         self.image_size = image_size
         self.generator = UnetGenerator(ngf=ngf, num_downs=num_downs).to(self.device)
         self.critic = NLayerDiscriminator(ndf=ndf).to(self.device)
         self.generator.apply(init_weights)
         self.critic.apply(init_weights)
+        self.generator, self.critic = to_mode(self.generator, mode), to_mode(self.critic, mode)
         self.gan_loss = nn.BCEWithLogitsLoss()
         self.l1_loss = nn.L1Loss()
         self.l1_weight = l1_weight
@@ -114,27 +168,35 @@ class Pix2Pix:
         self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def _gan(self, logits, real):
+        logits = logits.float()  # the losses in float32 under autocast too
         return self.gan_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+    def prepare(self, x):
+        """An NCHW batch on the model's device, in its mode's memory format."""
+        return to_mode(x.to(self.device), self.mode)
 
     def train_step(self, l, ab):
         """One adversarial step on NCHW L (B, 1, S, S) and ab (B, 2, S, S); returns the losses as floats."""
         self.generator.train()
         self.critic.train()
-        fake_ab = self.generator(l)
-        # Critic: real and (detached) fake pairs, loss halved.
-        self.critic.requires_grad_(True)
-        self.d_opt.zero_grad()
-        loss_fake = self._gan(self.critic(torch.cat([l, fake_ab.detach()], 1)), False)
-        loss_real = self._gan(self.critic(torch.cat([l, ab], 1)), True)
-        loss_d = 0.5 * (loss_fake + loss_real)
+        l, ab = self.prepare(l), self.prepare(ab)
+        with autocast(self.mode, self.device):
+            fake_ab = self.generator(l)
+            # Critic: real and (detached) fake pairs, loss halved.
+            self.critic.requires_grad_(True)
+            self.d_opt.zero_grad()
+            loss_fake = self._gan(self.critic(torch.cat([l, fake_ab.detach()], 1)), False)
+            loss_real = self._gan(self.critic(torch.cat([l, ab], 1)), True)
+            loss_d = 0.5 * (loss_fake + loss_real)
         loss_d.backward()
         self.d_opt.step()
         # Generator: fool the (frozen) critic and stay close to the real ab in L1.
         self.critic.requires_grad_(False)
         self.g_opt.zero_grad()
-        loss_gan = self._gan(self.critic(torch.cat([l, fake_ab], 1)), True)
-        loss_l1 = self.l1_loss(fake_ab, ab)
-        loss_g = loss_gan + self.l1_weight * loss_l1
+        with autocast(self.mode, self.device):
+            loss_gan = self._gan(self.critic(torch.cat([l, fake_ab], 1)), True)
+            loss_l1 = self.l1_loss(fake_ab.float(), ab)
+            loss_g = loss_gan + self.l1_weight * loss_l1
         loss_g.backward()
         self.g_opt.step()
         # .item() waits for the step to finish, on a GPU too.
@@ -144,9 +206,11 @@ class Pix2Pix:
     def predict_ab(self, l):
         """Inference: the generator alone in eval mode (BatchNorm running statistics, no dropout)."""
         self.generator.eval()
-        return self.generator(l)
+        with autocast(self.mode, self.device):
+            return self.generator(self.prepare(l)).float()
 
 
 if __name__ == "__main__":
     model = Pix2Pix()
     print(f"generator {count_parameters(model.generator):,}  critic {count_parameters(model.critic):,}")
+    print(f"modes here: {', '.join(applicable_modes())} (all: {', '.join(MODES)})")

@@ -68,3 +68,52 @@ def rgb_to_model(rgb):
 def model_to_rgb(l, ab):
     """Normalised (L, ab) -> float RGB in [0, 1]."""
     return lab_to_rgb(decode_lab(l, ab))
+
+
+# A Lab colour is inside the sRGB gamut when it survives Lab -> RGB -> Lab within this many Lab units.
+GAMUT_TOLERANCE = 0.1
+GAMUT_SEARCH_STEPS = 8
+
+
+def lightness_preserving_rgb(lab):
+    """Lab (..., 3) -> RGB in [0, 1], pulling out-of-gamut colours towards gray at constant L and hue.
+
+    Plain clipping of an impossible colour (a saturated blue on a bright pixel, say) changes its
+    lightness; here its chroma is reduced instead, by bisection, until the colour exists in sRGB.
+    Only the out-of-gamut pixels are searched, so in-gamut photos cost one extra round trip.
+    """
+    rgb = lab_to_rgb(lab)
+    error = tf.reduce_max(tf.abs(rgb_to_lab(rgb) - lab), axis=-1)
+    where = tf.where(error > GAMUT_TOLERANCE)
+    outside = tf.gather_nd(lab, where)
+    lightness, chroma = outside[:, :1], outside[:, 1:]
+
+    def halve_the_interval(low, high):
+        middle = (low + high) / 2.0
+        candidate = tf.concat([lightness, chroma * middle], axis=-1)
+        inside = tf.reduce_max(tf.abs(rgb_to_lab(lab_to_rgb(candidate)) - candidate),
+                               axis=-1, keepdims=True) <= GAMUT_TOLERANCE
+        return tf.where(inside, middle, low), tf.where(inside, high, middle)
+
+    # low stays inside the gamut (gray always is), high outside; a loop keeps the graph small.
+    low, high = tf.while_loop(lambda low, high: True, halve_the_interval,
+                              (tf.zeros_like(lightness), tf.ones_like(lightness)),
+                              maximum_iterations=GAMUT_SEARCH_STEPS)
+    mapped = lab_to_rgb(tf.concat([lightness, chroma * low], axis=-1))
+    return tf.tensor_scatter_nd_update(rgb, where, mapped)
+
+
+def colourfulness(rgb):
+    """Hasler and Suesstrunk's colourfulness of each image, on the 0..255 scale, differentiable.
+
+    The M of ``metrics.colourfulness`` (NumPy, for scoring), in TF for the losses and the data filter:
+    sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2) with rg = R - G and yb = (R + G)/2 - B,
+    for RGB in [0, 1] of shape (B, H, W, 3). A small epsilon keeps the gradient finite at gray.
+    """
+    rgb = 255.0 * tf.cast(rgb, tf.float32)
+    red, green, blue = tf.unstack(rgb, axis=-1)
+    rg = tf.reshape(red - green, [tf.shape(rgb)[0], -1])
+    yb = tf.reshape(0.5 * (red + green) - blue, [tf.shape(rgb)[0], -1])
+    rg_mean, rg_var = tf.nn.moments(rg, axes=[1])
+    yb_mean, yb_var = tf.nn.moments(yb, axes=[1])
+    return tf.sqrt(rg_var + yb_var + 1e-6) + 0.3 * tf.sqrt(tf.square(rg_mean) + tf.square(yb_mean) + 1e-6)

@@ -247,8 +247,17 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache):
     return indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
 
 
-def _count_skips(stream, first_index, stride, skip_gray, epoch_size):
-    """Attach counts of unreadable and grayscale files to each element: cumulative, and within its epoch.
+def is_dull(rgb, min_colourfulness):
+    """True for a grayscale photo, and for one whose colourfulness is below ``min_colourfulness`` (sepia
+    and faded prints, which teach a colorizer to hedge towards brown)."""
+    if not min_colourfulness:
+        return is_grayscale(rgb)
+    return is_grayscale(rgb) | (color.colourfulness(rgb[None])[0] < min_colourfulness)
+
+
+def _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness=0.0):
+    """Attach counts of unreadable and grayscale (or dull) files to each element: cumulative, and within
+    its epoch.
 
     A stream's indices advance by ``stride``; an unreadable file leaves a gap that ``scan`` turns into
     a running count, with no side effect, so the counts survive replay and distribution. The counts
@@ -266,7 +275,7 @@ def _count_skips(stream, first_index, stride, skip_gray, epoch_size):
         new_epoch = last_index < epoch_start
         unreadable_in_epoch = tf.where(new_epoch, missing_here, unreadable_in_epoch + missing)
         gray_in_epoch = tf.where(new_epoch, tf.constant(0, tf.int64), gray_in_epoch)
-        gray_now = tf.cast(is_grayscale(rgb), tf.int64) if skip_gray else tf.constant(0, tf.int64)
+        gray_now = tf.cast(is_dull(rgb, min_colourfulness), tf.int64) if skip_gray else tf.constant(0, tf.int64)
         unreadable += missing
         gray += gray_now
         gray_in_epoch += gray_now
@@ -280,12 +289,14 @@ def _count_skips(stream, first_index, stride, skip_gray, epoch_size):
 
 def make_dataset(source, split, image_size, batch_size, training, *, val_share=0.05, seed=0,
                  deterministic=False, cache=False, skip_gray=None, start_index=0, with_stats=False,
-                 shard=(1, 0), download=False, data_dir=None, drop_remainder=None):
+                 shard=(1, 0), download=False, data_dir=None, drop_remainder=None, min_colourfulness=0.0):
     """A ``tf.data.Dataset`` of normalised ``(L, ab)`` batches, shaped (B, S, S, 1) and (B, S, S, 2).
 
     training: random crop and flip, an endless stream in a fresh order every epoch; otherwise one
         deterministic pass with resize and centre crop.
     skip_gray: drop grayscale photos (they teach the model to output gray); default: when training.
+    min_colourfulness: with skip_gray, also drop photos (their crops, when training) less colourful than
+        this on the 0..255 scale of ``metrics.colourfulness`` (real photos average about 37; sepia ~5-15).
     start_index: stream position to start from (a resumed run passes the index it had reached).
     with_stats: add a third element, a dict of per-example ``index``, cumulative ``unreadable`` and
         ``gray`` counts, and the same counts within the example's epoch (``*_in_epoch``), which the
@@ -315,7 +326,7 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
         epoch_size = len(files) if training else 2 ** 62
 
-    stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size)
+    stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness)
     if skip_gray:
         stream = stream.filter(lambda rgb, stats: tf.equal(stats["is_gray"], 0))
 
@@ -333,3 +344,31 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.with_options(options)
+
+
+class EpochSkips:
+    """Per-epoch counts of the photos a training stream skipped, from the stats it carries.
+
+    Each example's stats hold cumulative ``unreadable`` and ``gray`` counts, and the same counts within
+    its own epoch; an epoch's figures are known when the first example of the next one arrives.
+    """
+
+    def __init__(self, files_per_epoch):
+        self.files_per_epoch = files_per_epoch
+        self.epoch = None
+        self.before = (0, 0)   # unreadable and gray up to the end of the last finished epoch
+        self.totals = (0, 0)   # unreadable and gray so far
+
+    def update(self, index, counts):
+        """The stream reached ``index`` with these counts: (epoch, unreadable, gray) for an epoch that
+        just finished, else None."""
+        this_epoch = index // self.files_per_epoch
+        finished = None
+        if self.epoch is not None and this_epoch != self.epoch:
+            unread = counts["unreadable"] - counts["unreadable_in_epoch"]
+            gray = counts["gray"] - counts["gray_in_epoch"]
+            finished = (self.epoch, unread - self.before[0], gray - self.before[1])
+            self.before = (unread, gray)
+        self.epoch = this_epoch
+        self.totals = (counts["unreadable"], counts["gray"])
+        return finished

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from colorgan import color, inference
+from colorgan import color, inference, photos
 from colorgan.errors import ColorganError
 
 NORMALISATION = {
@@ -27,46 +27,6 @@ NORMALISATION = {
     "full_resolution": "resize the photo to S x S for L in; resize ab out (bilinear) to the photo's size "
                        "and join it with the photo's own L",
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# EXIF orientation inside the graph. tf.io.decode_image ignores EXIF, and a phone photo taken
-# upright is often stored sideways with an orientation tag; PIL's exif_transpose handles it in
-# the Python path, this handles it in the SavedModel so that both give the same picture.
-# ---------------------------------------------------------------------------------------------
-
-# IFD entry of the Orientation tag (0x0112, type SHORT, count 1), little- and big-endian. The value
-# follows in the next two bytes. Ten matching bytes do not occur by chance in a file's first 64 KiB.
-_ORIENTATION_ENTRY_LE = [0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00]
-_ORIENTATION_ENTRY_BE = [0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01]
-_EXIF_SEARCH_BYTES = 65536  # EXIF lives in one JPEG APP1 segment (at most 64 KiB) near the start
-
-
-def exif_orientation(contents):
-    """Encoded image bytes (scalar string) -> EXIF orientation 1..8 as int32, 1 when there is none."""
-    head = tf.io.decode_raw(tf.strings.substr(contents, 0, _EXIF_SEARCH_BYTES), tf.uint8)
-    head = tf.cast(tf.concat([head, tf.zeros([10], tf.uint8)], axis=0), tf.int32)
-    windows = tf.signal.frame(head, 10, 1)
-    little = tf.reduce_all(windows[:, :8] == _ORIENTATION_ENTRY_LE, axis=1) & (windows[:, 9] == 0)
-    big = tf.reduce_all(windows[:, :8] == _ORIENTATION_ENTRY_BE, axis=1) & (windows[:, 8] == 0)
-    values = tf.where(little, windows[:, 8], tf.where(big, windows[:, 9], 0))
-    values = tf.boolean_mask(values, (values >= 1) & (values <= 8))
-    return tf.cond(tf.size(values) > 0, lambda: values[0], lambda: tf.constant(1, tf.int32))
-
-
-def apply_exif_orientation(image, orientation):
-    """Turn an (H, W, C) image upright, as PIL.ImageOps.exif_transpose does."""
-    transpose = lambda x: tf.transpose(x, [1, 0, 2])
-    return tf.switch_case(orientation - 1, [
-        lambda: image,                                        # 1: stored upright
-        lambda: tf.reverse(image, [1]),                       # 2: stored mirrored
-        lambda: tf.image.rot90(image, 2),                     # 3: stored upside down
-        lambda: tf.reverse(image, [0]),                       # 4: stored upside down and mirrored
-        lambda: transpose(image),                             # 5: stored transposed
-        lambda: tf.image.rot90(image, 3),                     # 6: stored turned a quarter left; turn right
-        lambda: tf.image.rot90(transpose(image), 2),          # 7: stored transverse
-        lambda: tf.image.rot90(image, 1),                     # 8: stored turned a quarter right; turn left
-    ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +52,7 @@ class ServingPipeline:
         # whole batch at model size, outside the loop.
         def decode(contents):
             image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
-            return apply_exif_orientation(image, exif_orientation(contents))
+            return photos.apply_exif_orientation(image, photos.exif_orientation(contents))
 
         def model_input(contents):
             return inference.prepare(decode(contents)[None], self.image_size)[1][0]
@@ -155,7 +115,7 @@ def export_saved_model(generator, image_size, out_dir, name="colorgan", version=
         extra.parent.mkdir(parents=True, exist_ok=True)
         extra.write_text(json.dumps(metadata(image_size, source, format="saved_model", version=version),
                                     indent=2))
-        temporary.chmod(0o777 & ~inference.current_umask())  # mkdtemp makes 0700; serving may run as another user
+        temporary.chmod(0o777 & ~photos.current_umask())  # mkdtemp makes 0700; serving may run as another user
         temporary.rename(target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -214,7 +174,7 @@ def convert_tflite(generator, image_size, variant, representative_l=None):
 def write_tflite(flatbuffer, path, image_size, variant, source="", **extra):
     """Write `path` (.tflite) and its metadata JSON beside it, each atomically."""
     path = pathlib.Path(path)
-    inference.write_atomically(path, lambda f: f.write(flatbuffer))
+    photos.write_atomically(path, lambda f: f.write(flatbuffer))
     info = metadata(image_size, source, format="tflite", variant=variant, **extra)
     if variant == "int8":
         # A phone app quantises L and dequantises ab itself: real = scale * (q - zero_point).
@@ -224,7 +184,7 @@ def write_tflite(flatbuffer, path, image_size, variant, source="", **extra):
         info["quantisation"] = {
             name: {"dtype": "int8", "scale": float(t["quantization"][0]), "zero_point": int(t["quantization"][1])}
             for name, t in (("input", tensor_in), ("output", tensor_out))}
-    inference.write_atomically(path.with_suffix(inference.METADATA_SUFFIX),
+    photos.write_atomically(path.with_suffix(inference.METADATA_SUFFIX),
                                lambda f: f.write(json.dumps(info, indent=2).encode()))
     return path
 

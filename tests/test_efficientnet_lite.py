@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colorgan import efficientnet_lite, models
+from colorgan import models
+from colorgan.models import efficientnet_lite
 from colorgan.errors import ColorganError
 
 

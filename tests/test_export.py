@@ -12,7 +12,7 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from colorgan import data, export, inference
+from colorgan import data, export, inference, photos
 from conftest import vivid_tiny_generator
 
 IMAGE_SIZE = 32
@@ -100,7 +100,7 @@ def test_saved_model_cli_run_colorizes_a_jpeg(exported, jpeg_file, reference, tm
     colorized = np.asarray(Image.open(io.BytesIO(png)))
     assert colorized.shape == (333, 517, 3)
     # TF's and PIL's JPEG decoders differ by a few levels; the pictures agree otherwise.
-    expected = reference.colorize(inference.read_photo(jpeg_file).pixels)
+    expected = reference.colorize(photos.read_photo(jpeg_file).pixels)
     assert np.abs(colorized.astype(int) - expected).mean() < 1.0
 
 
@@ -112,9 +112,9 @@ def test_exif_orientation_in_the_graph_matches_pil(orientation):
     buffer = io.BytesIO()
     Image.fromarray(stored).save(buffer, "JPEG", exif=exif.tobytes())
     contents = buffer.getvalue()
-    assert int(export.exif_orientation(tf.constant(contents))) == orientation
+    assert int(photos.exif_orientation(tf.constant(contents))) == orientation
     decoded = tf.io.decode_jpeg(contents, channels=3)
-    ours = export.apply_exif_orientation(decoded, export.exif_orientation(tf.constant(contents))).numpy()
+    ours = photos.apply_exif_orientation(decoded, photos.exif_orientation(tf.constant(contents))).numpy()
     # PIL's own transpose of the very same pixels is the reference.
     image = Image.fromarray(decoded.numpy())
     image.getexif()[0x0112] = orientation
@@ -124,8 +124,8 @@ def test_exif_orientation_in_the_graph_matches_pil(orientation):
 def test_exif_orientation_defaults_to_upright():
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, "PNG")
-    assert int(export.exif_orientation(tf.constant(buffer.getvalue()))) == 1
-    assert int(export.exif_orientation(tf.constant(b""))) == 1
+    assert int(photos.exif_orientation(tf.constant(buffer.getvalue()))) == 1
+    assert int(photos.exif_orientation(tf.constant(b""))) == 1
 
 
 def real_photo_l():

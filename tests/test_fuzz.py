@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from colorgan import color, data, inference, models
+from colorgan import color, data, inference, models, photos
 from colorgan.errors import ColorganError
 
 MAGIC = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
@@ -39,7 +39,7 @@ def test_random_bytes_decode_to_rgb_or_a_clean_error(prefix, body):
 @given(prefix=st.sampled_from(MAGIC), body=st.binary(max_size=600))
 def test_random_bytes_through_the_colorize_path_end_cleanly(colorizer, prefix, body):
     try:
-        photo = inference.decode_photo(prefix + body, name="fuzz")
+        photo = photos.decode_photo(prefix + body, name="fuzz")
     except ColorganError as e:
         assert "fuzz" in str(e) and "\n" not in str(e)
         return
@@ -71,7 +71,7 @@ def test_random_images_of_every_mode_decode_and_colorize_at_their_own_size(color
     contents = encoded_image(fmt, mode, height, width, seed)
     rgb = data.decode_image(tf.constant(contents)).numpy()
     assert rgb.shape == (height, width, 3)
-    photo = inference.decode_photo(contents, name=f"{fmt}-{mode}")
+    photo = photos.decode_photo(contents, name=f"{fmt}-{mode}")
     out = colorizer.colorize(photo.pixels)
     assert out.shape == (height, width, 3) and out.dtype == np.uint8
     # The output keeps the input's lightness (up to uint8 rounding and gamut clipping).

@@ -9,7 +9,7 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image, ImageCms
 
-from colorgan import inference
+from colorgan import inference, photos
 from colorgan.errors import ColorganError
 from conftest import vivid_tiny_generator
 
@@ -103,21 +103,21 @@ def jpeg_with_orientation(pixels, orientation):
 
 def test_exif_orientation_is_applied(photo):
     stored = photo[:40, :60]
-    upright = inference.decode_photo(jpeg_with_orientation(stored, 6)).pixels  # stored turned 90 degrees
+    upright = photos.decode_photo(jpeg_with_orientation(stored, 6)).pixels  # stored turned 90 degrees
     assert upright.shape == (60, 40, 3)
     # Orientation 6 means "rotate 90 degrees clockwise to view".
     np.testing.assert_allclose(upright.astype(int), np.rot90(stored, -1).astype(int), atol=40)
-    assert inference.decode_photo(jpeg_with_orientation(stored, 1)).pixels.shape == (40, 60, 3)
+    assert photos.decode_photo(jpeg_with_orientation(stored, 1)).pixels.shape == (40, 60, 3)
 
 
 def test_colour_profile_is_carried_to_the_output(tmp_path, photo, colorizer):
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     source = tmp_path / "tagged.png"
     Image.fromarray(photo[:50, :50]).save(source, icc_profile=profile)
-    read = inference.read_photo(source)
+    read = photos.read_photo(source)
     assert read.icc_profile == profile
     target = tmp_path / "out" / "tagged.png"
-    inference.write_photo(target, colorizer.colorize(read.pixels), read.icc_profile)
+    photos.write_photo(target, colorizer.colorize(read.pixels), read.icc_profile)
     with Image.open(target) as written:
         assert written.info.get("icc_profile") == profile and written.size == (50, 50)
 
@@ -125,7 +125,7 @@ def test_colour_profile_is_carried_to_the_output(tmp_path, photo, colorizer):
 def test_gray_and_16_bit_files_are_read(tmp_path, photo):
     gray = np.round(skimage.color.rgb2gray(photo[:20, :30]) * 65535).astype(np.uint16)
     Image.fromarray(gray).save(tmp_path / "deep.png")
-    pixels = inference.read_photo(tmp_path / "deep.png").pixels
+    pixels = photos.read_photo(tmp_path / "deep.png").pixels
     assert pixels.shape == (20, 30, 1) and pixels.dtype == np.uint8
     np.testing.assert_allclose(pixels[..., 0], gray >> 8, atol=1)
 
@@ -134,13 +134,13 @@ def test_unreadable_files_are_one_line_user_errors(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(ColorganError, match="cannot read .*bad.jpg"):
-        inference.read_photo(bad)
+        photos.read_photo(bad)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(jpeg_with_orientation(np.zeros((64, 64, 3), np.uint8), 1)[:300])
     with pytest.raises(ColorganError, match="cannot read"):
-        inference.read_photo(truncated)
+        photos.read_photo(truncated)
     with pytest.raises(ColorganError, match="cannot open"):
-        inference.read_photo(tmp_path / "missing.png")
+        photos.read_photo(tmp_path / "missing.png")
 
 
 def test_writes_are_atomic(tmp_path):
@@ -151,7 +151,7 @@ def test_writes_are_atomic(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        inference.write_atomically(target, interrupted)
+        photos.write_atomically(target, interrupted)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -68,7 +68,7 @@ def test_missing_weights_give_a_one_line_reason(monkeypatch, tmp_path):
     monkeypatch.delenv("COLORGAN_FID_WEIGHTS")
     monkeypatch.setenv("COLORGAN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(inception, "_installed_package_weights", lambda: None)
-    with pytest.raises(inception.WeightsNotFound, match="python -m colorgan.inception fetch") as error:
+    with pytest.raises(inception.WeightsNotFound, match="python -m colorgan.cli.fid fetch") as error:
         inception.find_weights()
     assert "\n" not in str(error.value)
 

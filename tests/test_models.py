@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colorgan import models
+from colorgan import models, saving
 from colorgan.errors import ColorganError
 
 
@@ -151,7 +151,7 @@ def test_save_and_reload_gives_identical_outputs(tmp_path, build):
 def test_load_generator_from_a_keras_file(tmp_path):
     g = models.build_generator("unet", image_size=32, base_filters=8, depth=5)
     g.save(str(tmp_path / "g.keras"))
-    loaded, size = models.load_generator(str(tmp_path / "g.keras"))
+    loaded, size = saving.load_generator(str(tmp_path / "g.keras"))
     assert size == 32
     with pytest.raises(ColorganError, match="not a colorgan run"):
-        models.load_generator(str(tmp_path))
+        saving.load_generator(str(tmp_path))

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorgan import inference, models
+from colorgan import inference, models, saving
+from colorgan.errors import ColorganError
 from conftest import encode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,10 +149,10 @@ def test_exporter_refuses_a_checkpoint_of_another_architecture(tmp_path):
     trained = models.build_generator("unet", image_size=32, base_filters=8, depth=5)
     tf.train.CheckpointManager(tf.train.Checkpoint(generator=trained), str(run_dir / "checkpoints"), 1).save()
     # The run says it is a wider unet than the checkpoint holds.
-    models.save_run_config(str(run_dir), "unet", {"base_filters": 16, "depth": 5}, 32)
-    with pytest.raises(models.ColorganError, match="does not match generator 'unet'"):
-        models.load_generator(str(run_dir))
-    result = run([sys.executable, "-m", "export.saved_model", f"--model={run_dir}", f"--output_dir={tmp_path / 'out'}"])
+    saving.save_run_config(str(run_dir), "unet", {"base_filters": 16, "depth": 5}, 32)
+    with pytest.raises(ColorganError, match="does not match generator 'unet'"):
+        saving.load_generator(str(run_dir))
+    result = run([sys.executable, "-m", "colorgan", "export", f"--model={run_dir}", f"--output={tmp_path / 'out'}"])
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "does not match" in result.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("saved_model.pb"))

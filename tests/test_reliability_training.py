@@ -11,7 +11,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from colorgan import models, training
+from colorgan import models, saving, training
 from colorgan.errors import ColorganError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ def test_sigkill_at_random_moments_never_breaks_the_latest_checkpoint(tmp_path):
         finally:
             proc.kill()
         assert proc.returncode == -signal.SIGKILL
-        generator, size = models.load_generator(str(logdir))  # raises if the checkpoint is unloadable
+        generator, size = saving.load_generator(str(logdir))  # raises if the checkpoint is unloadable
         assert size == 64
         steps_seen.append(int(tf.train.latest_checkpoint(str(logdir / "checkpoints")).rsplit("-", 1)[1]))
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]
@@ -75,6 +75,6 @@ def test_a_full_disk_during_a_save_is_a_clear_error_and_the_previous_checkpoint_
     checkpoints = tmp_path / "checkpoints"
     assert os.path.basename(tf.train.latest_checkpoint(str(checkpoints))) == "ckpt-2"
     assert not glob.glob(str(checkpoints / "*_temp"))  # no half-written checkpoint left behind
-    models.load_generator(str(tmp_path))
+    saving.load_generator(str(tmp_path))
     # With space again, the same command resumes from step 2 and finishes.
     assert training.train(cfg)["step"] == 4

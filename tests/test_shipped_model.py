@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorgan import cli, evaluation, inference, models
+from colorgan import cli, evaluation, inference, models, saving
 from conftest import REPO, read_rgb, vivid_tiny_generator
 
 SHIPPED = pathlib.Path(REPO) / "models" / "colorgan-lite0.keras"
@@ -29,7 +29,7 @@ def sample_set(sample_photos):
 
 
 def test_the_package_default_is_the_one_file_under_models():
-    assert models.DEFAULT_GENERATOR.resolve() == SHIPPED.resolve()
+    assert saving.DEFAULT_GENERATOR.resolve() == SHIPPED.resolve()
     assert SHIPPED.stat().st_size <= 25e6
 
 
@@ -51,13 +51,13 @@ def test_it_beats_the_gray_baseline_on_photos_it_never_saw(shipped, sample_set):
 
 def test_float16_weights_halve_the_file_and_come_back_as_float32(tmp_path):
     generator = vivid_tiny_generator(32)
-    full = models.save_generator(generator, tmp_path / "full.keras")
-    half = models.save_generator(generator, tmp_path / "half.keras", weights_dtype="float16")
+    full = saving.save_generator(generator, tmp_path / "full.keras")
+    half = saving.save_generator(generator, tmp_path / "half.keras", weights_dtype="float16")
     assert half.stat().st_size < 0.6 * full.stat().st_size
     umask = os.umask(0)
     os.umask(umask)
     assert half.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file the user writes
-    loaded, image_size = models.load_generator(half)
+    loaded, image_size = saving.load_generator(half)
     assert image_size == 32 and {w.dtype for w in loaded.weights} == {"float32"}
     l = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
     ab, ab_half = generator(l, training=False).numpy(), loaded(l, training=False).numpy()
@@ -68,7 +68,7 @@ def test_float16_weights_halve_the_file_and_come_back_as_float32(tmp_path):
 def test_save_leaves_no_half_written_file(tmp_path):
     from colorgan.errors import ColorganError
     with pytest.raises(ColorganError, match="must end in .keras"):
-        models.save_generator(vivid_tiny_generator(32), tmp_path / "model.h5")
+        saving.save_generator(vivid_tiny_generator(32), tmp_path / "model.h5")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -92,7 +92,7 @@ def test_evaluate_and_the_exporters_default_to_it(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert next(line for line in done.stdout.splitlines() if "gray" in line).split() == ["shipped", "gray"]
 
-    done = run("-m", "export.saved_model", f"--output_dir={tmp_path / 'exported'}")
+    done = run("-m", "colorgan", "export", f"--output={tmp_path / 'exported'}")
     assert done.returncode == 0, done.stderr[-2000:]
     saved = inference.load_colorizer(str(tmp_path / "exported" / "colorgan"))
     l = np.linspace(-1, 1, 128 * 128, dtype=np.float32).reshape(1, 128, 128, 1)

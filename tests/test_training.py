@@ -1,6 +1,7 @@
 """The training loop on tiny models: objectives, stages, exact resume, signals, TensorBoard, faults."""
 import dataclasses
 import glob
+import json
 import os
 import signal
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from colorgan import data, models, training
+from colorgan import data, models, saving, training
 from colorgan.errors import ColorganError
 from colorgan.training import TrainConfig
 
@@ -104,7 +105,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
 def test_an_ema_run_exports_the_averages_and_its_checkpoints_load_them_too(tmp_path, lr_decay):
     result = training.train(tiny_config(tmp_path, ema=0.5, lr_generator=2e-3, lr_decay=lr_decay))
     exported = result["trainer"].generator  # what finish() exports, without writing the SavedModel
-    from_checkpoint, _ = models.load_generator(result["checkpoint"])
+    from_checkpoint, _ = saving.load_generator(result["checkpoint"])
     raw = models.build_generator("unet", 64, base_filters=8, depth=6)
     tf.train.Checkpoint(generator=raw).restore(result["checkpoint"]).expect_partial()
     gap_to_raw = max(np.abs(e - r).max() for e, r in zip(exported.get_weights(), raw.get_weights()))
@@ -188,6 +189,79 @@ def test_parse_options_types():
 def test_batch_that_does_not_divide_across_replicas_is_refused(tmp_path, monkeypatch):
     class ThreeReplicas:
         num_replicas_in_sync = 3
-    monkeypatch.setattr(training, "make_strategy", lambda name: ThreeReplicas())
+    monkeypatch.setattr(training.loop, "make_strategy", lambda name: ThreeReplicas())
     with pytest.raises(ColorganError, match="--batch_size=4 does not divide across 3 replicas: use a multiple of 3"):
         training.Trainer(tiny_config(tmp_path, batch_size=4))
+
+
+def test_the_weight_average_covers_batch_norm_statistics(tmp_path):
+    """EMA of every weight: a BN moving mean's average is m * start + (1 - m) * new after one step."""
+    t = training.Trainer(tiny_config(tmp_path, ema=0.75, lr_generator=2e-3))
+    _, (l, ab), _ = t.datasets(0)
+    stats = [w for w in t.generator.weights if w.path.endswith("moving_mean")]
+    assert stats and all(not w.trainable for w in stats)
+    before = {w.path: w.numpy() for w in t.generator.weights}
+    t.pretrain_step(l, ab)
+    pairs = {weight.path: average for average, weight in t.average.pairs()}
+    assert set(pairs) == set(before)  # every weight, trainable or not
+    for w in stats + list(t.generator.trainable_weights[:3]):
+        assert np.abs(w.numpy() - before[w.path]).max() > 0  # the step moved it
+        np.testing.assert_allclose(pairs[w.path].numpy(), 0.75 * before[w.path] + 0.25 * w.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_init_from_restores_the_saved_generator_and_critic_exactly(tmp_path):
+    g = models.build_generator("unet", 64, base_filters=8, depth=6)
+    c = models.build_critic("patchgan", 64, in_channels=3, base_filters=8)
+    for model in (g, c):
+        model.set_weights([np.random.default_rng(1).normal(size=w.shape).astype(np.float32) for w in model.weights])
+    saving.save_generator(g, tmp_path / "g.keras")
+    saving.save_generator(c, tmp_path / "c.keras")
+    t = training.Trainer(tiny_config(tmp_path / "run", init_from=str(tmp_path / "g.keras"),
+                                     init_critic_from=str(tmp_path / "c.keras")))
+    for ours, saved in ((t.generator, g), (t.critic, c)):
+        for a, b in zip(ours.get_weights(), saved.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ColorganError, match="does not fit this run's"):
+        training.Trainer(tiny_config(tmp_path / "other", init_from=str(tmp_path / "g.keras"),
+                                     generator_options="base_filters=16,depth=6"))
+    with pytest.raises(ColorganError, match="no such .keras file"):
+        training.Trainer(tiny_config(tmp_path / "missing", init_from=str(tmp_path / "missing.keras")))
+
+
+def test_a_tiny_run_with_every_colour_objective_on(tmp_path):
+    """Perceptual and colourfulness terms in both stages, per-stage weights, a slower pretrained encoder,
+    the dull-photo filter and EMA, on the offline EfficientNet-Lite0 U-Net."""
+    cfg = tiny_config(tmp_path, image_size=32, generator="backbone:efficientnet_lite0",
+                      generator_options="encoder_weights=imagenet", objective="lsgan",
+                      freeze_encoder_in_pretrain=False, lr_encoder=1e-5, pretrain_l1_weight=10.0, l1_weight=50.0,
+                      gan_weight=0.5, colourfulness_weight=2.0, perceptual_weight=1.0, min_colourfulness=5.0,
+                      ema=0.9, pretrain_steps=2, train_steps=2, export=True)
+    result, logs = run_logging_losses(cfg)
+    assert result["step"] == 4
+    for step, values in logs.items():
+        assert {"generator/l1", "generator/colourfulness", "generator/perceptual"} <= set(values)
+        assert all(np.isfinite(v) for v in values.values())
+    np.testing.assert_allclose(logs[4]["generator/loss"], 0.5 * logs[4]["generator/gan"] + 50 * logs[4]["generator/l1"]
+                               + 2 * logs[4]["generator/colourfulness"] + logs[4]["generator/perceptual"], rtol=1e-4)
+    assert os.path.isfile(result["generator"]) and os.path.isfile(result["critic"])
+    t = result["trainer"]
+    # The encoder trained in both stages, with its own optimiser at its own rate.
+    assert int(t.gan.e_opt.iterations) == 4 and int(t.g_opt.iterations) == 4
+    assert float(t.gan.e_opt.learning_rate) == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("flags,expected", [({"avx512_bf16", "avx2"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"),
+                                            ({"avx2", "fma"}, "float32")])
+def test_auto_precision_follows_the_cpu_and_is_recorded(tmp_path, monkeypatch, flags, expected):
+    from colorgan.training import config
+    monkeypatch.setattr(config, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(config.tf.config, "list_physical_devices", lambda kind=None: [])
+    assert config.resolve_precision("auto") == expected
+    assert config.resolve_precision("float32") == "float32" and config.resolve_precision("") == "float32"
+    result = training.train(tiny_config(tmp_path, mixed_precision="auto", pretrain_steps=1, train_steps=0))
+    with open(tmp_path / "model.json") as f:
+        assert json.load(f)["precision"] == expected
+    compute = {layer.dtype_policy.compute_dtype for layer in result["trainer"].generator.layers if layer.weights}
+    assert compute == {expected}
+    import keras
+    assert keras.mixed_precision.global_policy().name == "float32"  # the run does not leak its policy

@@ -1,4 +1,4 @@
-"""`colorize`: colourise photos at their full resolution with a trained model.
+"""colorgan colorize (or `colorize`): colourise photos at their full resolution with a trained model.
 
     colorize photos/ more/*.jpg one.png --output_dir colorized    # the colorizer shipped with colorgan
     colorize --model runs/quickstart photos/                      # a model of your own
@@ -18,19 +18,22 @@ import sys
 
 from absl import flags
 
-from colorgan.errors import ColorganError, exit_on_user_error
+from colorgan import photos
+from colorgan.errors import ColorganError
 
-# A FlagValues of its own, so that importing this next to train.py or evaluate.py cannot clash.
-FLAGS = flags.FlagValues()
-flags.DEFINE_string("model", None, "Training run dir, checkpoint, .keras file, SavedModel dir or .tflite file "
-                    "(default: the colorizer shipped with colorgan).", flag_values=FLAGS)
-flags.DEFINE_string("output_dir", "colorized", "Folder for the colourised photos.", flag_values=FLAGS)
-flags.DEFINE_enum("format", "png", ["png", "jpg", "same"],
-                  "Output format: png (lossless, default), jpg (quality 95) or the input's own.", flag_values=FLAGS)
-flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
-                  flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=FLAGS)
-flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=FLAGS)
+
+
+def define_flags(fv):
+    flags.DEFINE_string("model", None, "Training run dir, checkpoint, .keras file, SavedModel dir or .tflite file "
+                        "(default: the colorizer shipped with colorgan).", flag_values=fv)
+    flags.DEFINE_string("output_dir", "colorized", "Folder for the colourised photos.", flag_values=fv)
+    flags.DEFINE_enum("format", "png", ["png", "jpg", "same"],
+                      "Output format: png (lossless, default), jpg (quality 95) or the input's own.", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
+                      flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
+    flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+
 
 # Folders are searched for these; a file named explicitly is tried whatever its suffix.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -115,7 +118,6 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
     """Read, colourise in batches of equal-size photos, and write; counts results in `summary`."""
     import keras
     import numpy as np
-    from colorgan import inference
 
     # The bar redraws one line; in a log file (no terminal) it would only add noise.
     bar = keras.utils.Progbar(len(jobs), unit_name="photo") if progress and jobs and sys.stdout.isatty() else None
@@ -130,7 +132,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
             try:
                 if isinstance(rgb, Exception):
                     raise rgb
-                inference.write_photo(job.target, rgb, photo.icc_profile)
+                photos.write_photo(job.target, rgb, photo.icc_profile)
                 summary.done += 1
             except (ColorganError, OSError, ValueError) as e:
                 summary.failed += 1
@@ -140,7 +142,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
 
     for job in jobs:
         try:
-            photo = inference.read_photo(job.source)
+            photo = photos.read_photo(job.source)
         except ColorganError as e:
             summary.failed += 1
             report("failed", job.source, e)
@@ -158,7 +160,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
         finish(group)
 
 
-def run(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8, progress=True):
+def colorize(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8, progress=True):
     """The whole command, callable from Python; returns the Summary."""
     from colorgan import inference
 
@@ -180,23 +182,7 @@ def run(args, model=None, output_dir="colorized", image_format="png", overwrite=
     return summary
 
 
-@exit_on_user_error
-def colorize_main(argv=None):
-    """Console entry point; returns the exit status (0 all done, 1 some failed; 2 via ColorganError)."""
-    argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
-        print(__doc__.strip() + "\n\nflags:\n" + FLAGS.get_help(), flush=True)
-        return 0
-    FLAGS.unparse_flags()  # a second call in one process starts from the defaults again
-    try:
-        args = FLAGS(argv)[1:]
-    except flags.Error as e:
-        raise ColorganError(f"{e}; see colorize --help") from None
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the report
-    summary = run(args, FLAGS.model, FLAGS.output_dir, FLAGS.format, FLAGS.overwrite, FLAGS.batch_size,
-                  FLAGS.progress)
+def run(fv, args):
+    """The command: exit status 0 when every photo was done or skipped, 1 when any failed."""
+    summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress)
     return 1 if summary.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(colorize_main())

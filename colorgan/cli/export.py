@@ -1,0 +1,98 @@
+"""colorgan export: write a trained generator for serving, phones, or as one .keras file, and check it.
+
+    colorgan export --format=saved_model --output=exported            # TF Serving: exported/colorgan/1/
+    colorgan export --format=tflite --output=exported/tflite          # phones: float32, float16, int8
+    colorgan export --format=keras --model=runs/mine --output=mine.keras
+
+--model is a training run dir, a checkpoint (dir or prefix) or a .keras file; without it, the colorizer
+that ships with colorgan. SavedModel signatures:
+  serving_default   images: string [batch] (JPEG or PNG, any size) -> images: PNG strings at full size
+  colorize_tensor   image: uint8 [H, W, 3 or 1]                     -> image: uint8 [H, W, 3]
+  predict_ab        l: float32 [batch, S, S, 1] (L/50 - 1)          -> ab: float32 [batch, S, S, 2] (ab/110)
+Check it with `saved_model_cli show --all --dir OUT/NAME/VERSION`. TFLite files hold only the L -> ab
+generator (batch 1) with a metadata JSON beside each; every variant, and the .keras file, is run on real
+validation photos and compared with the source model (max and mean |ab| in Lab units, PSNR of the colours).
+"""
+import pathlib
+
+from absl import flags
+
+from colorgan.errors import ColorganError
+
+FORMATS = ("saved_model", "tflite", "keras")
+DEFAULT_OUTPUT = {"saved_model": "exported", "tflite": "exported/tflite", "keras": "exported/colorgan.keras"}
+
+
+def define_flags(fv):
+    flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.", flag_values=fv)
+    flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
+                        "(default: the colorizer shipped with colorgan).", flag_values=fv)
+    flags.DEFINE_string("output", None, "saved_model: the base folder (the model goes to OUTPUT/NAME/VERSION); "
+                        "tflite: the folder for NAME_VARIANT.tflite; keras: the .keras file. Default: "
+                        + ", ".join(f"{k}: {v}" for k, v in DEFAULT_OUTPUT.items()) + ".", flag_values=fv)
+    flags.DEFINE_string("name", "colorgan", "Model name: the SavedModel folder TF Serving's --model_base_path "
+                        "points into, or the .tflite file stem.", flag_values=fv)
+    flags.DEFINE_integer("version", None, "SavedModel version; default one above the highest already there.",
+                         flag_values=fv)
+    flags.DEFINE_list("variants", ["float32", "float16", "int8"], "TFLite variants: float32, float16, int8, "
+                      "dynamic_int8 (26-50x slower than float on x86).", flag_values=fv)
+    flags.DEFINE_enum("weights_dtype", "float16", ["float16", "float32"], "How a .keras file stores its weights.",
+                      flag_values=fv)
+    flags.DEFINE_string("data", "samples", "Photo source: int8 calibration (train split), parity checks (val split).",
+                        flag_values=fv)
+    flags.DEFINE_integer("calibration_photos", 100, "Photos for the int8 representative dataset.", flag_values=fv)
+    flags.DEFINE_integer("parity_photos", 20, "Validation photos for the parity checks.", flag_values=fv)
+
+
+def run(fv, args):
+    if args:
+        raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
+    from colorgan import saving
+    generator, image_size = saving.load_generator(fv.model)
+    source = fv.model or str(saving.DEFAULT_GENERATOR)
+    output = fv.output or DEFAULT_OUTPUT[fv.format]
+    {"saved_model": write_saved_model, "tflite": write_tflite, "keras": write_keras}[fv.format](
+        fv, generator, image_size, source, output)
+    return 0
+
+
+def write_saved_model(fv, generator, image_size, source, output):
+    from colorgan import export
+    path = export.export_saved_model(generator, image_size, output, fv.name, fv.version, source=source)
+    print(f"wrote {path} (image size {image_size}; signatures serving_default, colorize_tensor, predict_ab)")
+
+
+def write_keras(fv, generator, image_size, source, output):
+    from colorgan import export, inference, saving
+    path = saving.save_generator(generator, output, fv.weights_dtype)
+    written = inference.load_colorizer(str(path))
+    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
+    check = export.parity(inference.KerasColorizer(generator, image_size), written, parity_l)
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, {fv.weights_dtype} weights; against the source "
+          f"on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.3f}, mean |ab| {check['mean_ab_diff']:.4f}, "
+          f"PSNR {check['psnr_db']:.1f} dB")
+
+
+def write_tflite(fv, generator, image_size, source, output):
+    from colorgan import export, inference
+    unknown = sorted(set(fv.variants) - set(export.VARIANTS))
+    if unknown:
+        raise ColorganError(f"unknown --variants {', '.join(unknown)}: use {', '.join(export.VARIANTS)}")
+    reference = inference.KerasColorizer(generator, image_size, source=source)
+    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
+    calibration_l = (export.l_batches(fv.data, "train", image_size, fv.calibration_photos)
+                     if "int8" in fv.variants else None)
+    keras_seconds = export.seconds_per_photo(reference, parity_l[0])
+    print(f"{'variant':<13} {'size MB':>8} {'ms/photo':>9} {'x keras':>8} {'max |ab|':>9} {'mean |ab|':>10} "
+          f"{'PSNR dB':>8}   ({len(parity_l)} photos from {fv.data}, Keras {keras_seconds * 1e3:.1f} ms/photo)")
+    for variant in fv.variants:
+        flatbuffer = export.convert_tflite(generator, image_size, variant, calibration_l)
+        path = pathlib.Path(output) / f"{fv.name}_{variant}.tflite"
+        candidate = inference.TFLiteColorizer(path, model_content=flatbuffer)
+        check = export.parity(reference, candidate, parity_l)
+        seconds = export.seconds_per_photo(candidate, parity_l[0])
+        # The measured figures go into the metadata, so they travel with the file.
+        export.write_tflite(flatbuffer, path, image_size, variant, source=source, parity=check,
+                            seconds_per_photo_x86=round(seconds, 5))
+        print(f"{variant:<13} {len(flatbuffer) / 1e6:>8.2f} {seconds * 1e3:>9.1f} {seconds / keras_seconds:>8.1f} "
+              f"{check['max_ab_diff']:>9.3f} {check['mean_ab_diff']:>10.4f} {check['psnr_db']:>8.1f}")

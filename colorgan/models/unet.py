@@ -1,0 +1,49 @@
+"""The pix2pix U-Net generator (Isola et al. 2017), layer for layer the PyTorch ``UnetGenerator``."""
+import keras
+from keras import layers
+
+from colorgan.errors import ColorganError
+from colorgan.models.blocks import check_size, conv_init, norm_layer
+
+
+def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8, dropout=0.5,
+         norm="batch"):
+    """The pix2pix ``UnetGenerator``: ``depth`` stride-2 4x4 convs down, transposed convs up, skips.
+
+    As in the PyTorch original, convs feeding a norm layer have no bias, the outermost down conv has
+    no norm, the innermost has no norm, dropout sits in the three up blocks just below the bottleneck,
+    and the outermost transposed conv keeps its bias and ends in tanh.
+    """
+    if depth < 5:
+        raise ColorganError(f"unet depth must be at least 5 (got {depth})")
+    check_size(f"unet with depth {depth}", image_size, 2 ** depth)
+    use_bias = norm != "batch"  # PyTorch: bias only where no BatchNorm follows
+    filters = [min(base_filters * 2 ** i, base_filters * 8) for i in range(depth)]
+
+    inputs = keras.Input((image_size, image_size, in_channels), name="L")
+    x, skips = inputs, []
+    for i, f in enumerate(filters):
+        if i > 0:
+            x = layers.LeakyReLU(0.2)(x)
+        x = layers.Conv2D(f, 4, 2, "same", use_bias=use_bias, kernel_initializer=conv_init(),
+                          name=f"down{i}_conv")(x)
+        if 0 < i < depth - 1:
+            n = norm_layer(norm, f"down{i}_norm")
+            x = n(x) if n else x
+        skips.append(x)
+
+    # Up block i undoes down block i; its output joins the input of down block i (skip first, as in
+    # torch.cat([x, model(x)])). PyTorch puts dropout in the depth-5 blocks just below the innermost.
+    for i in reversed(range(1, depth)):
+        x = layers.ReLU()(x)
+        x = layers.Conv2DTranspose(filters[i - 1], 4, 2, "same", use_bias=use_bias,
+                                   kernel_initializer=conv_init(), name=f"up{i}_conv")(x)
+        n = norm_layer(norm, f"up{i}_norm")
+        x = n(x) if n else x
+        if dropout and 4 <= i <= depth - 2:
+            x = layers.Dropout(dropout, name=f"up{i}_dropout")(x)
+        x = layers.Concatenate(name=f"skip{i - 1}")([skips[i - 1], x])
+    x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(out_channels, 4, 2, "same", kernel_initializer=conv_init(), name="up0_conv")(x)
+    outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
+    return keras.Model(inputs, outputs, name="unet")

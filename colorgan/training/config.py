@@ -1,0 +1,168 @@
+"""What a training run is: every knob as one dataclass (train flags are its fields), checked before any
+work starts, and written back as a flagfile so that the run can be repeated."""
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from colorgan import data, losses
+from colorgan.errors import ColorganError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every knob of a run; train.py turns each field into an absl flag of the same name."""
+    # data
+    data: str = dataclasses.field(default="samples", metadata={"help": "Training source: samples, folder:PATH or tfds:NAME."})
+    val_data: str = dataclasses.field(default="", metadata={"help": "Validation source; empty: the validation split of --data."})
+    val_share: float = dataclasses.field(default=0.05, metadata={"help": "Share of a folder that goes to validation (fixed hash of the path)."})
+    val_images: int = dataclasses.field(default=32, metadata={"help": "Validation photos scored every --eval_every steps."})
+    image_size: int = dataclasses.field(default=256, metadata={"help": "Training crop size in pixels."})
+    batch_size: int = dataclasses.field(default=16, metadata={"help": "Global batch size, split across replicas."})
+    download: bool = dataclasses.field(default=False, metadata={"help": "Let TFDS download a missing dataset."})
+    data_dir: str = dataclasses.field(default="", metadata={"help": "TFDS data directory; empty: the TFDS default."})
+    cache: bool = dataclasses.field(default=False, metadata={"help": "Hold the encoded training photos in memory."})
+    skip_gray: bool = dataclasses.field(default=True, metadata={"help": "Drop grayscale photos from training."})
+    min_colourfulness: float = dataclasses.field(default=0.0, metadata={"help": "With --skip_gray, also drop training crops less colourful than this (0..255 Hasler-Suesstrunk scale; real photos ~37, sepia ~5-15); 0: off."})
+    deterministic: bool = dataclasses.field(default=False, metadata={"help": "Identical batches and ops on every run (slower)."})
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed for weights, data order and augmentation."})
+    # models
+    generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:efficientnet_lite0 (offline ImageNet weights) | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
+    generator_options: str = dataclasses.field(default="", metadata={"help": "Builder options as key=value,... e.g. base_filters=16,depth=6."})
+    critic: str = dataclasses.field(default="patchgan", metadata={"help": "Critic architecture."})
+    critic_options: str = dataclasses.field(default="", metadata={"help": "Critic options as key=value,... e.g. norm=instance."})
+    freeze_encoder_in_pretrain: bool = dataclasses.field(default=True, metadata={"help": "Backbone U-Nets: keep the encoder frozen during L1 pretraining."})
+    init_from: str = dataclasses.field(default="", metadata={"help": "Start the generator from this .keras file (e.g. models/colorgan-lite0.keras); a checkpoint in --logdir still wins."})
+    init_critic_from: str = dataclasses.field(default="", metadata={"help": "Start the critic from this .keras file (a run's critic.keras)."})
+    # objective
+    objective: str = dataclasses.field(default="vanilla", metadata={"help": "vanilla | lsgan | wgan-gp, each plus l1_weight x L1."})
+    l1_weight: float = dataclasses.field(default=100.0, metadata={"help": "Weight of the L1 term in the stage-2 generator loss."})
+    pretrain_l1_weight: float = dataclasses.field(default=1.0, metadata={"help": "Weight of the L1 term in stage 1 (relative to the colour terms)."})
+    gan_weight: float = dataclasses.field(default=1.0, metadata={"help": "Weight of the adversarial term in the stage-2 generator loss."})
+    colourfulness_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of the colourfulness term (output duller than the photo, in CF/100), both stages."})
+    perceptual_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of the EfficientNet-Lite0 perceptual loss on RGB, both stages."})
+    gp_weight: float = dataclasses.field(default=10.0, metadata={"help": "WGAN-GP gradient-penalty weight."})
+    critic_steps: int = dataclasses.field(default=1, metadata={"help": "Critic updates per generator update (5 is usual for WGAN-GP)."})
+    # optimisation
+    pretrain_steps: int = dataclasses.field(default=0, metadata={"help": "Stage 1: generator-only L1 steps."})
+    train_steps: int = dataclasses.field(default=1000, metadata={"help": "Stage 2: adversarial steps (generator updates)."})
+    lr_generator: float = dataclasses.field(default=2e-4, metadata={"help": "Adam learning rate of the generator."})
+    lr_critic: float = dataclasses.field(default=2e-4, metadata={"help": "Adam learning rate of the critic."})
+    lr_encoder: float = dataclasses.field(default=0.0, metadata={"help": "Adam learning rate of a pretrained encoder while it trains; 0: --lr_generator."})
+    beta1: float = dataclasses.field(default=0.5, metadata={"help": "Adam beta1."})
+    beta2: float = dataclasses.field(default=0.999, metadata={"help": "Adam beta2."})
+    lr_decay: str = dataclasses.field(default="none", metadata={"help": "none | linear | cosine decay to zero over each optimiser's steps."})
+    clip_norm: float = dataclasses.field(default=0.0, metadata={"help": "Global gradient-norm clipping; 0: off."})
+    ema: float = dataclasses.field(default=0.0, metadata={"help": "EMA momentum of every generator weight, batch-norm statistics included (e.g. 0.999); 0: off. The export uses the averages."})
+    # execution
+    strategy: str = dataclasses.field(default="default", metadata={"help": "default | mirrored | multi_worker | tpu."})
+    sync_batch_norm: bool = dataclasses.field(default=True, metadata={"help": "With several replicas, batch norm uses the statistics of the global batch (as one device would)."})
+    jit_compile: bool = dataclasses.field(default=False, metadata={"help": "Compile the train step with XLA."})
+    mixed_precision: str = dataclasses.field(default="auto", metadata={"help": "auto (bfloat16 on CPUs with AMX or AVX512-BF16 and GPUs of compute capability 8+, float16 on 7.x, else float32) | float32 | float16 (with loss scaling) | bfloat16."})
+    # outputs
+    logdir: str = dataclasses.field(default="runs/default", metadata={"help": "Run directory: TensorBoard logs, checkpoints, samples, exports."})
+    log_every: int = dataclasses.field(default=50, metadata={"help": "Steps between scalar summaries."})
+    eval_every: int = dataclasses.field(default=500, metadata={"help": "Steps between validation scores and image grids."})
+    checkpoint_every: int = dataclasses.field(default=500, metadata={"help": "Steps between checkpoints."})
+    keep_checkpoints: int = dataclasses.field(default=3, metadata={"help": "Checkpoints kept on disk."})
+    export: bool = dataclasses.field(default=True, metadata={"help": "At the end, save generator.keras and a SavedModel under LOGDIR/export."})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "Show a progress bar."})
+
+    @property
+    def total_steps(self):
+        return self.pretrain_steps + self.train_steps
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("auto", "", "float32", "float16", "bfloat16")
+LR_DECAYS = ("none", "linear", "cosine")
+
+
+def parse_options(text):
+    """'a=1,b=x,c=true' -> {'a': 1, 'b': 'x', 'c': True}."""
+    options = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ColorganError(f"bad option {item!r}: write options as key=value,key=value")
+        value = value.strip()
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        else:
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        options[key.strip()] = value
+    return options
+
+
+def validate(cfg):
+    """Refuse impossible settings before any work starts, each with the fix."""
+    for name in ("image_size", "batch_size", "val_images", "log_every", "eval_every", "checkpoint_every",
+                 "keep_checkpoints", "critic_steps"):
+        if getattr(cfg, name) < 1:
+            raise ColorganError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("pretrain_steps", "train_steps", "l1_weight", "pretrain_l1_weight", "gan_weight", "min_colourfulness",
+                 "colourfulness_weight", "perceptual_weight", "gp_weight", "clip_norm", "lr_encoder"):
+        if getattr(cfg, name) < 0:
+            raise ColorganError(f"--{name} must not be negative, got {getattr(cfg, name)}")
+    if cfg.total_steps < 1:
+        raise ColorganError("nothing to train: set --pretrain_steps or --train_steps above 0")
+    if cfg.objective not in losses.OBJECTIVES:
+        raise ColorganError(f"unknown --objective {cfg.objective!r}: use one of {', '.join(losses.OBJECTIVES)}")
+    for name, allowed in (("strategy", STRATEGIES), ("mixed_precision", PRECISIONS), ("lr_decay", LR_DECAYS)):
+        if getattr(cfg, name) not in allowed:
+            raise ColorganError(f"unknown --{name} {getattr(cfg, name)!r}: use one of {', '.join(map(repr, allowed))}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ColorganError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if not 0.0 < cfg.val_share < 1.0:
+        raise ColorganError(f"--val_share must be between 0 and 1, got {cfg.val_share}")
+    for name in ("init_from", "init_critic_from"):
+        path = getattr(cfg, name)
+        if path and not (path.endswith(".keras") and os.path.isfile(path)):
+            raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
+                                "(a run's generator.keras or critic.keras)")
+    data.parse_source(cfg.data)
+    if cfg.val_data:
+        data.parse_source(cfg.val_data)
+    parse_options(cfg.generator_options)
+    critic_norm = parse_options(cfg.critic_options).get("norm", "batch")
+    if cfg.objective == "wgan-gp" and critic_norm == "batch":
+        raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "
+                            "gradient penalty treats one by one; add --critic_options=norm=instance (or layer, none)")
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def resolve_precision(name):
+    """The compute dtype that --mixed_precision=NAME means on this machine: 'float32', 'float16' or 'bfloat16'.
+
+    auto picks what the hardware runs fast: bfloat16 where CPUs have bf16 units (AMX or AVX512-BF16) and on
+    GPUs of compute capability 8.0 and above, float16 (with loss scaling) on 7.x, float32 elsewhere.
+    """
+    if name != "auto":
+        return name or "float32"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        major = (tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0))[0]
+        return "bfloat16" if major >= 8 else "float16" if major == 7 else "float32"
+    return "bfloat16" if cpu_flags() & {"amx_bf16", "avx512_bf16"} else "float32"
+
+
+def write_flagfile(cfg, path):
+    """The full resolved configuration as an absl flagfile, so the run can be repeated exactly."""
+    lines = [f"--{f.name}={getattr(cfg, f.name)}" if not isinstance(getattr(cfg, f.name), bool)
+             else (f"--{f.name}" if getattr(cfg, f.name) else f"--no{f.name}")
+             for f in dataclasses.fields(cfg)]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,383 @@
+"""The training loop: L1 pretraining of the generator, then conditional-GAN training.
+
+One path, top to bottom (nanoGPT style): config -> strategy -> data -> models and optimisers ->
+checkpoint restore -> a loop over steps with one compiled step per stage -> logs, checkpoints, export.
+The step counter alone decides the stage, the learning rate, and every random draw of the GAN step,
+so a run resumed from a checkpoint continues the same schedule. What a step computes is in gan.py.
+"""
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from colorgan import color, data, metrics, models, saving
+from colorgan.errors import ColorganError
+from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
+from colorgan.training.gan import ColorGAN
+from colorgan.training.runtime import (StopRequested, image_grid, is_chief, make_strategy, rng_states,
+                                       worker_dir, write_png)
+
+
+def make_optimizer(lr, steps, cfg, loss_scaling=False):
+    if cfg.lr_decay == "linear" and steps:
+        lr = keras.optimizers.schedules.PolynomialDecay(lr, steps, end_learning_rate=0.0)
+    elif cfg.lr_decay == "cosine" and steps:
+        lr = keras.optimizers.schedules.CosineDecay(lr, steps)
+    # No global_clipnorm here: the GAN step clips the summed gradient of all replicas (gan.py).
+    opt = keras.optimizers.Adam(lr, beta_1=cfg.beta1, beta_2=cfg.beta2)
+    return keras.optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+def synchronize_batch_norm(model):
+    """Batch norm over the global batch: per-replica statistics would train another model at each replica
+    count (and batch norm's whole point is the statistics of the batch)."""
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack += getattr(layer, "layers", [])
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
+def current_lr(opt):
+    # Keras evaluates the schedule at the optimiser's iteration count; convert_to_tensor also reads
+    # a mirrored variable in cross-replica context.
+    return float(tf.convert_to_tensor(getattr(opt, "inner_optimizer", opt).learning_rate))
+
+
+class Trainer:
+    """Holds the models, optimisers, compiled steps and checkpoint of one run."""
+
+    def __init__(self, cfg):
+        validate(cfg)
+        self.cfg = cfg
+        # Collective ops (multi_worker) must be set up before any other TF op runs.
+        self.strategy = make_strategy(cfg.strategy)
+        if cfg.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(cfg.seed)
+        self.precision = resolve_precision(cfg.mixed_precision)
+        replicas = self.strategy.num_replicas_in_sync
+        if cfg.batch_size % replicas:
+            raise ColorganError(f"--batch_size={cfg.batch_size} does not divide across {replicas} replicas: "
+                                f"use a multiple of {replicas}")
+        if cfg.lr_encoder and self.precision == "float16":
+            raise ColorganError("--lr_encoder does not combine with float16 loss scaling (two optimisers would "
+                                "unscale one gradient differently): use --mixed_precision=bfloat16 or float32")
+        # Fail on a missing dataset now, not after building a 54M-parameter model.
+        self.files_per_epoch = data.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
+                                                   cfg.data_dir or None)
+        self.chief = is_chief(self.strategy)
+        self.out_dir = worker_dir(cfg, self.strategy, self.chief)
+        self.generator_options = parse_options(cfg.generator_options)
+        self.critic_options = parse_options(cfg.critic_options)
+        # Layers take the global dtype policy when they are built; put it back afterwards, so that models
+        # built later in the same process (an export, a test) are not silently bfloat16.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_dtype_policy("float32" if self.precision == "float32" else f"mixed_{self.precision}")
+        try:
+            with self.strategy.scope():
+                self._build_models()
+        finally:
+            keras.mixed_precision.set_dtype_policy(previous)
+        os.makedirs(self.out_dir, exist_ok=True)
+        extra = {"generator_ema": self.average.averages} if self.average else {}
+        if self.gan.e_opt is not None:
+            extra["encoder_optimizer"] = self.gan.e_opt
+        self.checkpoint = tf.train.Checkpoint(
+            generator=self.generator, critic=self.critic, generator_optimizer=self.g_opt,
+            critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index,
+            rng=rng_states(self.generator) + rng_states(self.critic), **extra)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(self.out_dir, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
+        self._pretrain_fn = self._adversarial_fn = None
+
+    def _build_models(self):
+        cfg, scaling = self.cfg, self.precision == "float16"
+        self.generator = models.build_generator(cfg.generator, cfg.image_size, **self.generator_options)
+        self.critic = models.build_critic(cfg.critic, cfg.image_size, in_channels=3, **self.critic_options)
+        if cfg.sync_batch_norm and self.strategy.num_replicas_in_sync > 1:
+            synchronize_batch_norm(self.generator)
+            synchronize_batch_norm(self.critic)
+        if cfg.init_from:
+            saving.copy_weights(cfg.init_from, self.generator)
+        if cfg.init_critic_from:
+            saving.copy_weights(cfg.init_critic_from, self.critic)
+        self.encoder = next((l for l in self.generator.layers if l.name == "encoder"), None)
+        self.g_opt = make_optimizer(cfg.lr_generator, cfg.total_steps, cfg, scaling)
+        self.d_opt = make_optimizer(cfg.lr_critic, cfg.train_steps * cfg.critic_steps, cfg, scaling)
+        # A pretrained encoder may learn more slowly than the decoder that is new to the task.
+        e_opt = (make_optimizer(cfg.lr_encoder, cfg.total_steps, cfg, scaling)
+                 if cfg.lr_encoder and self.encoder is not None else None)
+        # Build optimiser slots for every variable now: stage 1 may train a subset (frozen encoder)
+        # and a checkpoint must hold the same variables in every stage.
+        self.g_opt.build(self.generator.trainable_variables)
+        self.d_opt.build(self.critic.trainable_variables)
+        if e_opt is not None:
+            e_opt.build(self.encoder.trainable_variables)
+        self.average = saving.WeightAverage(self.generator, cfg.ema) if cfg.ema else None
+        features = models.perceptual_features(cfg.image_size) if cfg.perceptual_weight else None
+        self.gan = ColorGAN(cfg, self.generator, self.critic, self.g_opt, self.d_opt, e_opt, self.encoder, features)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.data_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_index")
+
+    # ----------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def restore(self):
+        """Resume from the run dir's latest checkpoint, if any. Refuses a checkpoint of another model."""
+        latest = self.manager.latest_checkpoint
+        if not latest:
+            return None
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+            raise ColorganError(
+                f"checkpoint {latest} does not fit this run's models ({str(e).splitlines()[0][:120]}); "
+                "use another --logdir, or the flags that run was started with (its flags.cfg)") from None
+        return latest
+
+    def save(self):
+        try:
+            return self.manager.save(checkpoint_number=int(self.step.numpy()))
+        except (OSError, tf.errors.OpError) as e:
+            # TF writes into ckpt-N_temp and renames when done: drop the half-written attempt.
+            for leftover in tf.io.gfile.glob(os.path.join(self.manager.directory, "*_temp")):
+                tf.io.gfile.rmtree(leftover)
+            raise ColorganError(f"could not write a checkpoint to {self.manager.directory} "
+                                f"({str(e).splitlines()[0][:120]}); free disk space or change --logdir. "
+                                f"The previous checkpoint ({self.manager.latest_checkpoint}) is intact") from None
+
+    # ----------------------------------------------------------------------------------------------
+    # Compiled steps: the GAN's per-replica updates under the strategy, one tf.function per stage
+
+    def _distributed(self, replica_fn):
+        compiled = tf.function(replica_fn, jit_compile=self.cfg.jit_compile, reduce_retracing=True)
+
+        @tf.function
+        def step(l, ab, *args):
+            per_replica = self.strategy.run(compiled, args=(l, ab, *args))
+            if self.average is not None:  # cross-replica context: one update of the mirrored averages
+                self.average.update()
+            return {k: self.strategy.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
+        return step
+
+    def pretrain_step(self, l, ab):
+        if self._pretrain_fn is None:
+            if self.encoder is not None and self.cfg.freeze_encoder_in_pretrain:
+                self.encoder.trainable = False
+            self._pretrain_fn = self._distributed(self.gan.pretrain_update)
+        return self._pretrain_fn(l, ab)
+
+    def adversarial_step(self, l, ab):
+        if self._adversarial_fn is None:
+            if self.encoder is not None:
+                self.encoder.trainable = True
+            self._adversarial_fn = self._distributed(self.gan.adversarial_update)
+        return self._adversarial_fn(l, ab, self.step.read_value())
+
+    # ----------------------------------------------------------------------------------------------
+    # Data and validation
+
+    def datasets(self, start_index):
+        cfg = self.cfg
+        common = dict(image_size=cfg.image_size, seed=cfg.seed, deterministic=cfg.deterministic,
+                      download=cfg.download, data_dir=cfg.data_dir or None, val_share=cfg.val_share)
+
+        def train_fn(ctx):
+            return data.make_dataset(
+                cfg.data, "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size), training=True,
+                cache=cfg.cache, skip_gray=cfg.skip_gray, min_colourfulness=cfg.min_colourfulness,
+                start_index=start_index, with_stats=True,
+                shard=(ctx.num_input_pipelines, ctx.input_pipeline_id), **common)
+
+        train = self.strategy.distribute_datasets_from_function(train_fn)
+        val_source, val_split = (cfg.val_data, "all") if cfg.val_data else (cfg.data, "val")
+        val = data.make_dataset(val_source, val_split, batch_size=cfg.val_images, training=False,
+                                skip_gray=False, drop_remainder=False, **common)
+        val_batch = next(iter(val), None)
+        if val_batch is None:
+            raise ColorganError(f"validation source {val_source!r} gave no readable photos")
+        return train, val_batch, self.files_per_epoch
+
+    def predict_exported(self, l):
+        """What the run exports would predict: the weight averages when --ema is on, swapped in for the call."""
+        if self.average is None:
+            return tf.cast(self.generator(l, training=False), tf.float32)
+        raw = [w.numpy() for w in self.generator.weights]
+        self.average.copy_to_model()
+        try:
+            return tf.cast(self.generator(l, training=False), tf.float32)
+        finally:
+            for w, value in zip(self.generator.weights, raw):
+                w.assign(value)
+
+    def validate(self, val_batch):
+        """Scores of the exported weights on the fixed validation batch (uint8 RGB, as evaluate.py), and
+        its image grid."""
+        l, ab = val_batch
+        fake = self.predict_exported(l)
+        to_uint8 = lambda x: tf.image.convert_image_dtype(x, tf.uint8, saturate=True).numpy()
+        real_rgb, fake_rgb = to_uint8(color.model_to_rgb(l, ab)), to_uint8(color.model_to_rgb(l, fake))
+        psnr, _ = metrics.mean_finite(metrics.psnr(real_rgb, fake_rgb))
+        fake_cf, real_cf = metrics.colourfulness(fake_rgb).mean(), metrics.colourfulness(real_rgb).mean()
+        return {
+            "val/l1": float(tf.reduce_mean(tf.abs(fake - ab))),
+            "val/psnr": psnr if psnr is not None else float("inf"),
+            "val/colourfulness": float(fake_cf),
+            "val/colourfulness_real": float(real_cf),
+            "val/delta_colourfulness": float(fake_cf - real_cf),
+        }, image_grid(l[:8], fake[:8], ab[:8])
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg, on_step=None):
+    """Run (or resume) training as configured. Returns a dict of final metrics and output paths.
+
+    on_step(step, logs) is called after every step (tests use it to interrupt at a chosen step).
+    """
+    t = Trainer(cfg)
+    restored = t.restore()
+    start_step = int(t.step.numpy())
+    if t.chief:
+        saving.save_run_config(cfg.logdir, cfg.generator, t.generator_options, cfg.image_size,
+                               critic=cfg.critic, critic_options=t.critic_options, objective=cfg.objective,
+                               ema=cfg.ema, precision=t.precision)
+        write_flagfile(cfg, os.path.join(cfg.logdir, "flags.cfg"))
+    logging.info("%s at step %d of %d (%d replicas, %s)", f"resumed from {restored}" if restored else "starting",
+                 start_step, cfg.total_steps, t.strategy.num_replicas_in_sync, t.precision)
+
+    train_ds, val_batch, files_per_epoch = t.datasets(int(t.data_index.numpy()))
+    writer = (tf.summary.create_file_writer(cfg.logdir) if t.chief else tf.summary.create_noop_writer())
+    progress = keras.utils.Progbar(cfg.total_steps, stateful_metrics=["stage", "img/s"], unit_name="step") \
+        if (cfg.progress and t.chief) else None
+    stop = StopRequested()
+    iterator = iter(train_ds)
+    skips = data.EpochSkips(files_per_epoch) if files_per_epoch else None
+    clock = Clock(cfg.batch_size, start_step)
+    result = {"stopped_by": None}
+    try:
+        with writer.as_default():
+            while int(t.step.numpy()) < cfg.total_steps:
+                step = int(t.step.numpy())
+                l, ab, stats = next(iterator)
+                pretraining = step < cfg.pretrain_steps
+                logs = t.pretrain_step(l, ab) if pretraining else t.adversarial_step(l, ab)
+                t.step.assign_add(1)
+                step += 1
+                index = host_max(t.strategy, stats["index"])
+                t.data_index.assign(index + 1)
+                logs = check_finite({k: float(v) for k, v in logs.items()}, step, t.manager.latest_checkpoint)
+                result["logs"] = logs
+                if skips is not None:
+                    log_epoch_skips(skips, t.strategy, index, stats, step, result)
+                stage = 1 if pretraining else 2
+                if step % cfg.log_every == 0 or step == cfg.total_steps:
+                    log_scalars(t, logs, stage, step, clock.images_per_second(step), progress is None)
+                if step % cfg.eval_every == 0 or step == cfg.total_steps:
+                    scores, grid = t.validate(val_batch)
+                    for k, v in scores.items():
+                        tf.summary.scalar(k, v, step=step)
+                    tf.summary.image("val/gray_predicted_real", grid[None], step=step)
+                    result.update(scores)
+                if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                    t.save()
+                if progress is not None:
+                    progress.update(step, [("stage", stage), ("img/s", clock.since_start(step))] +
+                                    [(k.split("/")[-1] if k.startswith("generator") else k.replace("/", "_"), v)
+                                     for k, v in logs.items() if k in ("generator/l1", "generator/gan", "critic/loss")])
+                if on_step is not None:
+                    on_step(step, logs)
+                if stop.signal:
+                    t.save()
+                    logging.info("%s received: saved checkpoint at step %d; rerun the same command to resume",
+                                 stop.signal, step)
+                    result["stopped_by"] = stop.signal
+                    break
+        writer.flush()
+    finally:
+        stop.restore()
+
+    result.update(step=int(t.step.numpy()), checkpoint=t.manager.latest_checkpoint, logdir=cfg.logdir, trainer=t)
+    result.setdefault("logs", {})
+    if result["stopped_by"] is None and t.chief:
+        result.update(finish(t, val_batch))
+    return result
+
+
+class Clock:
+    """Training speed in images per second: over the last log interval, and since the run (re)started."""
+
+    def __init__(self, batch_size, start_step):
+        self.batch_size, self.start_step = batch_size, start_step
+        self.started = self.last = time.perf_counter()
+        self.last_step = start_step
+
+    def images_per_second(self, step):
+        now = time.perf_counter()
+        speed = self.batch_size * (step - self.last_step) / max(now - self.last, 1e-9)
+        self.last, self.last_step = now, step
+        return speed
+
+    def since_start(self, step):
+        return self.batch_size * (step - self.start_step) / max(time.perf_counter() - self.started, 1e-9)
+
+
+def host_max(strategy, per_replica):
+    """Largest value of a per-example stat over this host's replicas (the newest, as it is cumulative)."""
+    return max(int(tf.reduce_max(x)) for x in strategy.experimental_local_results(per_replica))
+
+
+def check_finite(logs, step, last_checkpoint):
+    if not all(math.isfinite(v) for v in logs.values()):
+        bad = ", ".join(f"{k}={v}" for k, v in logs.items() if not math.isfinite(v))
+        raise ColorganError(
+            f"loss is not finite at step {step} ({bad}); stopped without saving. The last good "
+            f"checkpoint is {last_checkpoint}; lower the learning rates, use --clip_norm, or check the data")
+    return logs
+
+
+def log_epoch_skips(skips, strategy, index, stats, step, result):
+    counts = {k: host_max(strategy, stats[k]) for k in ("unreadable", "gray", "unreadable_in_epoch", "gray_in_epoch")}
+    finished = skips.update(index, counts)
+    if finished is not None:
+        epoch, unreadable, gray = finished
+        tf.summary.scalar("data/unreadable_per_epoch", unreadable, step=step)
+        tf.summary.scalar("data/gray_per_epoch", gray, step=step)
+        # Every epoch goes to TensorBoard; the terminal hears only when something was skipped.
+        if unreadable or gray:
+            logging.info("epoch %d: skipped %d unreadable and %d grayscale of %d photos",
+                         epoch, unreadable, gray, skips.files_per_epoch)
+    result["unreadable"], result["gray"] = skips.totals
+
+
+def log_scalars(t, logs, stage, step, images_per_second, to_terminal):
+    scalars = dict(logs, **{"speed/images_per_second": images_per_second, "lr/generator": current_lr(t.g_opt),
+                            "lr/critic": current_lr(t.d_opt), "stage": stage})
+    for k, v in scalars.items():
+        tf.summary.scalar(k, v, step=step)
+    if to_terminal and t.chief:  # logs under a scheduler, where no bar is drawn
+        logging.info("step %d/%d stage %d %s %.1f img/s", step, t.cfg.total_steps, stage,
+                     " ".join(f"{k}={v:.4g}" for k, v in logs.items()), images_per_second)
+
+
+def finish(t, val_batch):
+    """Final outputs of a finished run: the sample grid, generator.keras (the averages with --ema) and critic.keras."""
+    cfg = t.cfg
+    if t.average is not None:
+        t.average.copy_to_model()
+    outputs = {}
+    _, grid = t.validate(val_batch)
+    outputs["samples"] = os.path.join(cfg.logdir, "samples.png")
+    write_png(outputs["samples"], grid)
+    if cfg.export:  # the SavedModel is the train command's (export sits a layer above training)
+        outputs["generator"] = str(saving.save_generator(t.generator, os.path.join(cfg.logdir, "generator.keras")))
+        if cfg.train_steps:  # a critic that has trained, for --init_critic_from in a later run
+            outputs["critic"] = str(saving.save_generator(t.critic, os.path.join(cfg.logdir, "critic.keras")))
+    return outputs
