@@ -266,7 +266,7 @@ def infer(kind, path, image_size, photo, threads=None):
     if kind == "saved_model":  # the serving signature: JPEG bytes in, PNG bytes out, all in the graph
         import tensorflow as tf
         serve = colorizer.loaded.signatures["serving_default"]
-        case.runs["serving"] = lambda: serve(images=tf.constant([jpeg]))["images"].numpy()
+        case.runs["serving"] = lambda: serve(images=tf.constant([jpeg]))["images_bytes"].numpy()
     return case
 
 

@@ -19,7 +19,7 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from colorgan import color
+from colorgan import color, photos
 from colorgan.errors import ColorganError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -39,11 +39,17 @@ GRAY_CHROMA_THRESHOLD = 0.01
 
 
 def decode_image(contents):
-    """Encoded bytes of any supported format -> float32 RGB in [0, 1], shape (H, W, 3).
+    """Encoded bytes of any supported format -> float32 RGB in [0, 1], shape (H, W, 3), upright.
 
     Grayscale, RGBA, palette, 16-bit PNG, CMYK JPEG, WebP and animated GIF (first frame) all come out
     as 3-channel RGB. Corrupt, truncated or empty data raises ``tf.errors.InvalidArgumentError``.
     """
+    return tf.image.convert_image_dtype(decode_uint8(contents), tf.float32)
+
+
+def decode_uint8(contents):
+    """Encoded bytes -> uint8 RGB (H, W, 3), turned upright by its EXIF orientation as inference does
+    (a phone photo stored sideways trains as the picture people see)."""
     # JPEG with the accurate integer DCT: the same pixels as libjpeg/PIL, which evaluation and
     # inference use. Everything else as uint8, the one dtype every decoder accepts (WebP refuses
     # float); 16-bit PNG is scaled down.
@@ -53,7 +59,7 @@ def decode_image(contents):
         lambda: tf.ensure_shape(tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
                                                    expand_animations=False), [None, None, 3]))
     tf.debugging.assert_positive(tf.size(image), message="empty image")
-    return tf.image.convert_image_dtype(image, tf.float32)
+    return photos.apply_exif_orientation(image, photos.exif_orientation(contents))
 
 
 def is_grayscale(rgb):
@@ -198,15 +204,29 @@ def _tfds_builder(name, data_dir):
                             "https://www.tensorflow.org/datasets/catalog for names") from None
 
 
-def load_tfds(name, split, download=False, data_dir=None):
-    """A TFDS split as a dataset of float RGB images."""
+def load_tfds(name, split, download=False, data_dir=None, shuffle_seed=None, shard=(1, 0)):
+    """A TFDS split as a dataset of float RGB images.
+
+    shuffle_seed: read the files in an order drawn from it (a fresh one each epoch), so that training
+        does not rely on a small shuffle buffer alone to mix 100k photos stored in order.
+    shard: (workers, this worker) to read only this worker's share of the files, when the dataset has
+        at least that many files; otherwise every worker reads all and keeps every n-th photo.
+    """
     tfds_split = _TFDS_SPLITS[split]
-    _tfds_builder(name, data_dir)
+    builder = _tfds_builder(name, data_dir)
+    workers, worker = shard
+    by_file = workers > 1 and builder.is_prepared() and min(
+        len(builder.info.splits[s].file_instructions) for s in tfds_split.split("+")) >= workers
+    read_config = tfds.ReadConfig(
+        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True,
+        input_context=tf.distribute.InputContext(workers, worker, workers) if by_file else None)
     try:
         ds = tfds.load(name, split=tfds_split, download=download, data_dir=data_dir,
-                       shuffle_files=False)
+                       shuffle_files=shuffle_seed is not None, read_config=read_config)
     except (AssertionError, FileNotFoundError) as e:
         raise _missing_tfds(name, tfds_split, str(e).splitlines()[0][:120]) from None
+    if workers > 1 and not by_file:
+        ds = ds.shard(workers, worker)
     return ds.map(lambda ex: tf.image.convert_image_dtype(ex["image"], tf.float32),
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -215,16 +235,45 @@ def load_tfds(name, split, download=False, data_dir=None):
 # The pipeline
 
 
+def decoded_photos(files):
+    """image_of(i): photo ``i`` as float RGB, from one flat uint8 buffer of every photo decoded once.
+
+    An unreadable file has no pixels; asking for it raises, as decoding it would, so the stream drops
+    and counts it the same way. uint8 holds 4x less than float and decodes to exactly the same values.
+    """
+    import numpy as np
+
+    paths = tf.constant(files)
+    decoded = tf.data.Dataset.range(len(files)).map(
+        lambda i: (i, decode_uint8(tf.io.read_file(tf.gather(paths, i)))),
+        num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    offsets = np.full(len(files), -1, np.int64)
+    shapes = np.zeros((len(files), 3), np.int64)
+    pieces, position = [], 0
+    for i, image in decoded.as_numpy_iterator():
+        offsets[i], shapes[i] = position, image.shape
+        pieces.append(image.reshape(-1))
+        position += image.size
+    pixels = tf.constant(np.concatenate(pieces) if pieces else np.zeros(0, np.uint8))
+    offsets, shapes = tf.constant(offsets), tf.constant(shapes)
+
+    def image_of(i):
+        tf.debugging.assert_non_negative(offsets[i], message="unreadable image")
+        size = tf.reduce_prod(shapes[i])
+        image = tf.reshape(pixels[offsets[i]:offsets[i] + size], shapes[i])
+        return tf.image.convert_image_dtype(image, tf.float32)
+    return image_of
+
+
 def _file_stream(files, image_size, training, seed, start_index, shard, cache):
     """Dataset of (rgb, index): the image at each stream index, errors dropped."""
     n = len(files)
     paths = tf.constant(files)
     if cache:
-        # Hold the encoded bytes in memory: decoding still runs per step, but the disk is read once.
-        blobs = tf.constant([tf.io.gfile.GFile(f, "rb").read() for f in files])
-        contents_of = lambda i: tf.gather(blobs, i)
+        # Decode every photo once and hold the pixels: a step then only crops, flips and converts.
+        image_of = decoded_photos(files)
     else:
-        contents_of = lambda i: tf.io.read_file(tf.gather(paths, i))
+        image_of = lambda i: decode_image(tf.io.read_file(tf.gather(paths, i)))
 
     if training:
         num_workers, worker = shard
@@ -237,10 +286,9 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache):
             epoch = index // n
             file_index = tf.random.experimental.index_shuffle(
                 index % n, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
-            rgb = decode_image(contents_of(file_index))
-            rgb = train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), index]))
+            rgb = train_transform(image_of(file_index), image_size, tf.stack([tf.cast(seed, tf.int64), index]))
         else:
-            rgb = eval_transform(decode_image(contents_of(index)), image_size)
+            rgb = eval_transform(image_of(index), image_size)
         return rgb, index
 
     # In order, still parallel: skip counting and the resume position read the order of the indices.
@@ -310,8 +358,8 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
     drop_remainder = training if drop_remainder is None else drop_remainder
 
     if kind == "tfds":
-        images = load_tfds(arg, split, download=download, data_dir=data_dir)
-        images = images.shard(*shard) if shard[0] > 1 else images
+        images = load_tfds(arg, split, download=download, data_dir=data_dir,
+                           shuffle_seed=seed if training else None, shard=shard)
         if training:
             images = images.repeat().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
         indexed = images.enumerate(start=start_index)
@@ -350,25 +398,39 @@ class EpochSkips:
     """Per-epoch counts of the photos a training stream skipped, from the stats it carries.
 
     Each example's stats hold cumulative ``unreadable`` and ``gray`` counts, and the same counts within
-    its own epoch; an epoch's figures are known when the first example of the next one arrives.
+    its own epoch; an epoch's figures are known once an example of a later epoch has been seen. The loop
+    looks only now and then (at log steps), so one look may close several epochs at once.
     """
 
-    def __init__(self, files_per_epoch):
+    def __init__(self, files_per_epoch, start_index=0):
         self.files_per_epoch = files_per_epoch
-        self.epoch = None
+        self.epoch = start_index // files_per_epoch
         self.before = (0, 0)   # unreadable and gray up to the end of the last finished epoch
         self.totals = (0, 0)   # unreadable and gray so far
 
     def update(self, index, counts):
-        """The stream reached ``index`` with these counts: (epoch, unreadable, gray) for an epoch that
-        just finished, else None."""
+        """The stream reached ``index`` with these counts: (first epoch, last epoch, unreadable, gray) for
+        the epochs that finished since the last look, else None."""
         this_epoch = index // self.files_per_epoch
         finished = None
-        if self.epoch is not None and this_epoch != self.epoch:
+        if this_epoch != self.epoch:
             unread = counts["unreadable"] - counts["unreadable_in_epoch"]
             gray = counts["gray"] - counts["gray_in_epoch"]
-            finished = (self.epoch, unread - self.before[0], gray - self.before[1])
+            finished = (self.epoch, this_epoch - 1, unread - self.before[0], gray - self.before[1])
             self.before = (unread, gray)
         self.epoch = this_epoch
         self.totals = (counts["unreadable"], counts["gray"])
         return finished
+
+
+def has_usable_photo(source, split, image_size, skip_gray, min_colourfulness=0.0, val_share=0.05,
+                     download=False, data_dir=None):
+    """True once one photo of the split can be read (and, with skip_gray, is colourful enough).
+
+    A training stream is endless and drops what it cannot use, so a folder with no usable photo would
+    spin forever at step 0. One ordered pass finds the first usable photo, at once for a healthy folder.
+    """
+    images = make_dataset(source, split, image_size, batch_size=1, training=False, skip_gray=skip_gray,
+                          min_colourfulness=min_colourfulness, val_share=val_share, download=download,
+                          data_dir=data_dir)
+    return next(iter(images.take(1)), None) is not None

@@ -6,7 +6,9 @@ Protocol (that of the published colorization papers, so that numbers compare):
   ``--size`` changes the size, ``--resize=center_crop`` resizes the shorter side and crops the centre;
 * JPEGs are decoded with the accurate integer DCT, bit-identical to libjpeg/PIL (TF's default fast DCT
   is off by about one level per channel, which moves PSNR by ~0.1 dB);
-* the model sees the L channel of that photo and predicts ab; Lab -> RGB clips out-of-gamut colours;
+* the photo is coloured exactly as ``colorize`` colours it (``colorgan.inference``): its L, resized to the
+  model's own size, goes in; the predicted ab is resized back and joined with the photo's L, and
+  out-of-gamut colours are pulled towards gray at constant L (``color.lightness_preserving_rgb``);
 * every metric compares uint8 RGB (or the ab of uint8 RGB) with the real photo: PSNR, SSIM, ab MAE,
   AuC of the ab-error curve (0..150), colourfulness and its gap to the real photos, and FID
   (see ``colorgan/metrics.py`` and ``colorgan/inception.py``).
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, metrics
+from colorgan import color, data, inception, inference, metrics
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
@@ -94,35 +96,29 @@ def lab_of(rgb):
     return color.rgb_to_lab(tf.cast(rgb, tf.float32) / 255.0)
 
 
-@tf.function(jit_compile=True)
-def rgb_of(lab):
-    """Lab (B, H, W, 3) -> uint8 RGB; out-of-gamut colours are clipped."""
-    return tf.cast(tf.round(color.lab_to_rgb(lab) * 255.0), tf.uint8)
+class PredictAbOnly(inference.Colorizer):
+    """Any object with ``image_size`` and ``predict_ab`` (a notebook's model, a test's stub), run through
+    the very pipeline of the shipped colorizers, so that it is scored as its users would see it."""
+
+    def __init__(self, model):
+        super().__init__(model.image_size, getattr(model, "source", type(model).__name__))
+        self.model = model
+
+    def predict_ab(self, l):
+        return self.model.predict_ab(l)
 
 
-def colorize(colorizer, real, real_lab):
-    """The colorizer's uint8 output for real uint8 photos (B, S, S, 3), from their L channel alone.
-
-    A model made for another size sees the photo resized to its own size (as its training data was
-    made); its ab is resized back (bilinear) and joined with the full-size L.
-    """
-    l, _ = color.encode_lab(real_lab)
-    size, model_size = real.shape[1], colorizer.image_size
-    if model_size == size:
-        model_l = l
-    else:
-        small = tf.image.resize(real.astype(np.float32) / 255.0, (model_size, model_size), method="bilinear",
-                                antialias=True)
-        model_l, _ = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
-    ab = tf.convert_to_tensor(np.asarray(colorizer.predict_ab(np.asarray(model_l)), np.float32))
-    if model_size != size:
-        ab = tf.image.resize(ab, (size, size), method="bilinear")
-    return rgb_of(color.decode_lab(l, ab)).numpy()
+def as_colorizer(model):
+    """'gray' and 'identity' as they are; any other model as an ``inference.Colorizer``."""
+    return model if isinstance(model, (str, inference.Colorizer)) else PredictAbOnly(model)
 
 
-def gray_baseline(real_lab):
-    """The trivial colorizer: each photo's own L with a = b = 0, as uint8 RGB."""
-    return rgb_of(real_lab * tf.constant([1.0, 0.0, 0.0])).numpy()
+class GrayColorizer(inference.Colorizer):
+    """The trivial colorizer: each photo's own L with a = b = 0, through the same pipeline as the model
+    (gray is inside the gamut, so a model that predicts no colour scores exactly as this baseline)."""
+
+    def predict_ab(self, l):
+        return np.zeros(np.shape(l)[:-1] + (2,), np.float32)
 
 
 def score(real, real_ab, output):
@@ -167,10 +163,9 @@ def load_model(spec):
     if spec in BASELINES:
         return spec
     if spec is not None and not (os.path.exists(spec) or os.path.exists(spec + ".index")):
-        raise ColorganError(f"--model={spec}: no such file or directory; give a training run dir or "
-                            f"checkpoint, a SavedModel, a .tflite file, or one of {', '.join(BASELINES)}")
-    from colorgan.inference import load_colorizer
-    return load_colorizer(spec)
+        raise ColorganError(f"--model={spec}: no such file or directory; give a training run dir or checkpoint, "
+                            f"a .keras file, a SavedModel, a .tflite or .onnx file, or one of {', '.join(BASELINES)}")
+    return inference.load_colorizer(spec)
 
 
 def make_feature_extractor(enabled):
@@ -195,6 +190,7 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     if max_images:
         total = min(total, max_images) if total else max_images
     progress_bar = keras.utils.Progbar(total, unit_name="photo") if progress else None
+    model, gray_colorizer = as_colorizer(model), GrayColorizer(size, "gray (a = b = 0)")
     rows, first, ranked = [], [], []
     feature_sets = {"real": [], "model": [], "gray": []}
 
@@ -202,9 +198,8 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
         real = np.stack(real)
         real_lab = lab_of(real)
         real_ab = real_lab.numpy()[..., 1:]
-        gray = gray_baseline(real_lab)
-        output = ({"gray": gray, "identity": real}[model] if isinstance(model, str)
-                  else colorize(model, real, real_lab))
+        gray = gray_colorizer.colorize_batch(real)
+        output = {"gray": gray, "identity": real}[model] if isinstance(model, str) else model.colorize_batch(real)
         gray_scores = score(real, real_ab, gray)
         model_scores = gray_scores if model == "gray" else score(real, real_ab, output)
         real_colourfulness = metrics.colourfulness(real)
@@ -258,6 +253,8 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
                   for which, prefix in (("model", ""), ("gray", "gray_"))}
     protocol = {"images": len(rows), "size": size, "resize": resize, "interpolation": "bicubic (PIL)",
                 "jpeg_decoding": "accurate integer DCT (as libjpeg/PIL)",
+                "colouring": "as colorize (colorgan.inference): L resized to the model's size, ab resized back "
+                             "and joined with the photo's L, out-of-gamut colours pulled towards gray at constant L",
                 "metrics_on": "uint8 RGB; ab metrics on the Lab of uint8 RGB",
                 "ssim": "skimage default: 7x7 uniform window, sample covariance, K1=0.01, K2=0.03, data_range=255, "
                         "channels averaged",

@@ -1,9 +1,12 @@
 """Export a trained generator for serving (TF SavedModel) and for phones (TFLite), and check the copies.
 
 SavedModel: the whole photo-in, photo-out pipeline is in the graph, so a TF Serving client sends JPEG
-or PNG bytes of any size and gets PNG bytes back at the same size. TFLite: only the L -> ab generator
-goes into the flatbuffer; the colour conversion around it runs on the phone's side (or in
-`colorgan.inference.TFLiteColorizer` here).
+or PNG bytes of any size and gets PNG bytes back at the same size. `serving_default` takes `images` and
+returns `images_bytes`: TF Serving's REST API base64-encodes a string output only when its name ends in
+`_bytes` (and decodes a {"b64": ...} input of any string tensor), so REST clients get valid JSON. A
+warm-up request (one small JPEG) rides along in `assets.extra/tf_serving_warmup_requests`.
+TFLite: only the L -> ab generator goes into the flatbuffer; the colour conversion around it runs on
+the phone's side (or in `colorgan.inference.TFLiteColorizer` here). ONNX: see `colorgan.onnx_export`.
 """
 import datetime
 import json
@@ -32,6 +35,10 @@ NORMALISATION = {
 # ---------------------------------------------------------------------------------------------
 # SavedModel
 # ---------------------------------------------------------------------------------------------
+
+SERVING_INPUT = "images"           # serving_default: encoded JPEG/PNG strings [batch]
+SERVING_OUTPUT = "images_bytes"    # PNG strings [batch]; TF Serving REST base64-encodes *_bytes outputs
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 class ServingPipeline:
     """The generator and the full-resolution pipeline around it: the bodies of the three signatures."""
@@ -64,7 +71,8 @@ class ServingPipeline:
 
         spec = tf.TensorSpec([self.image_size, self.image_size, 1], tf.float32)
         ab = self.predict_ab(tf.map_fn(model_input, images, fn_output_signature=spec))["ab"]
-        return {"images": tf.map_fn(encode, (images, ab), fn_output_signature=tf.string)}
+        # The "_bytes" suffix is what makes TF Serving's REST API send the PNGs base64-encoded.
+        return {SERVING_OUTPUT: tf.map_fn(encode, (images, ab), fn_output_signature=tf.string)}
 
     def archive(self):
         """A keras ExportArchive with the three signatures.
@@ -77,12 +85,51 @@ class ServingPipeline:
         archive = keras.export.ExportArchive()
         archive.track(self.generator)
         archive.add_endpoint("serving_default", self.colorize_encoded,
-                             [tf.TensorSpec([None], tf.string, name="images")])
+                             [tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
         archive.add_endpoint("colorize_tensor", self.colorize_tensor,
                              [tf.TensorSpec([None, None, None], tf.uint8, name="image")])
         archive.add_endpoint("predict_ab", self.predict_ab,
                              [tf.TensorSpec([None, size, size, 1], tf.float32, name="l")])
         return archive
+
+
+# TF Serving replays the PredictionLog records of WARMUP_FILE when it loads a version, so the first real
+# request does not pay for initialising the graph. The protos live in tensorflow-serving-api; the few
+# fields needed here are written directly (protobuf wire format) so exporting needs no extra package.
+# tests/test_export.py parses the record with tensorflow-serving-api's own classes.
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """One length-delimited protobuf field (wire type 2): a message, a string or bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def warmup_record(model_name, contents):
+    """A serialised tensorflow.serving.PredictionLog: predict_log (6) > request (1) > PredictRequest with
+    model_spec (1: name 1, signature_name 3) and inputs (2: map entry key 1, TensorProto value 2)."""
+    tensor = tf.make_tensor_proto([contents], dtype=tf.string).SerializeToString()
+    model_spec = _field(1, model_name.encode()) + _field(3, b"serving_default")
+    request = _field(1, model_spec) + _field(2, _field(1, SERVING_INPUT.encode()) + _field(2, tensor))
+    return _field(6, _field(1, request))
+
+
+def warmup_jpeg():
+    """A small colour gradient as JPEG bytes: the warm-up photo (not square, to exercise the resizes)."""
+    y, x = np.mgrid[0:48, 0:64]
+    return tf.io.encode_jpeg(np.stack([x * 4, y * 5, 255 - x * 4], axis=-1).astype(np.uint8)).numpy()
+
+
+def write_warmup(saved_model_dir, model_name):
+    with tf.io.TFRecordWriter(str(pathlib.Path(saved_model_dir) / WARMUP_FILE)) as writer:
+        writer.write(warmup_record(model_name, warmup_jpeg()))
 
 
 def next_version(model_base):
@@ -115,6 +162,7 @@ def export_saved_model(generator, image_size, out_dir, name="colorgan", version=
         extra.parent.mkdir(parents=True, exist_ok=True)
         extra.write_text(json.dumps(metadata(image_size, source, format="saved_model", version=version),
                                     indent=2))
+        write_warmup(temporary, name)
         temporary.chmod(0o777 & ~photos.current_umask())  # mkdtemp makes 0700; serving may run as another user
         temporary.rename(target)
     except BaseException:

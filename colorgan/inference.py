@@ -228,6 +228,30 @@ class TFLiteColorizer(Colorizer):
         return np.concatenate(outputs, axis=0)
 
 
+class ONNXColorizer(Colorizer):
+    """A .onnx generator (`colorgan export --format=onnx`: "l" [N, S, S, 1] -> "ab") run by ONNX Runtime."""
+    kind = "onnx"
+
+    def __init__(self, path, model_content=None):
+        """From a .onnx file, or from its bytes (`model_content`, with `path` only naming it)."""
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ColorganError(f"{path}: running ONNX models needs onnxruntime: pip install "
+                                "'colorgan[onnx]'") from None
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path) if model_content is None else model_content, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base
+            raise ColorganError(f"{path} is not a valid ONNX model ({e}); "
+                                "convert one with `colorgan export --format=onnx`") from None
+        (self._input,) = self.session.get_inputs()
+        super().__init__(self._input.shape[1], path)
+
+    def predict_ab(self, l):
+        return self.session.run(["ab"], {self._input.name: self._check_input(l)})[0]
+
+
 def saved_model_version_dir(path):
     """`OUT/NAME/VERSION` as given, or the highest numeric VERSION under `OUT/NAME`; None otherwise."""
     path = pathlib.Path(path)
@@ -261,6 +285,8 @@ def load_colorizer(spec=None):
             raise ColorganError(f"no TFLite model at {path}; check the path or convert one with "
                                 "`colorgan export --format=tflite`")
         return TFLiteColorizer(path)
+    if path.suffix == ".onnx" and path.is_file():
+        return ONNXColorizer(path)
     saved_model = saved_model_version_dir(path)
     if saved_model is not None:
         return SavedModelColorizer(saved_model)

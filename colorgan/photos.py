@@ -1,56 +1,117 @@
 """Reading and writing photos: PIL for files (TF's decoders ignore EXIF), and EXIF orientation in a TF
 graph for the SavedModel, so that both paths see the same upright picture.
 
-Colour profiles are ignored consistently: pixel values are treated as sRGB for the Lab maths in every
-path. ``write_photo`` copies the input's ICC profile onto the output, so a photo in, say, Adobe RGB
-comes back in the same space rather than silently reinterpreted.
+Pixel values are treated as sRGB for the Lab maths in every path; colour profiles are handled in
+colorgan.profiles (RGB profiles travel to the output, CMYK and Lab photos are converted to sRGB, the
+rest are dropped). A file is checked before it is decoded: its pixel count against a limit, read from
+its header, and its data against what the header declares (colorgan.payload), so that a tiny file
+cannot cost minutes of work.
 """
 import dataclasses
 import io
 import os
 import pathlib
+import stat
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
+from colorgan import payload, profiles
 from colorgan.errors import ColorganError
 
 
 @dataclasses.dataclass
 class Photo:
     pixels: np.ndarray          # uint8 H x W x 1 (gray) or H x W x 3 (RGB), EXIF orientation applied
-    icc_profile: bytes = None   # the input's colour profile, copied onto the output
+    icc_profile: bytes = None   # the input's RGB colour profile, copied onto the output
+    notes: list = dataclasses.field(default_factory=list)  # what the user should know (pages dropped)
 
 
-def decode_photo(contents, name="image"):
-    """Encoded image bytes (any format PIL reads) -> Photo, upright as the camera meant it."""
-    from PIL import Image, ImageOps
+class TooManyPixels(ColorganError):
+    """A photo over the caller's pixel limit, found from its header before any decoding."""
+
+
+def decode_photo(contents, name="image", max_pixels=None):
+    """Encoded image bytes (any format PIL reads) -> Photo, upright as the camera meant it.
+
+    ``max_pixels`` refuses larger photos (TooManyPixels) from the header alone. PIL's own bomb
+    guard still refuses photos over 2 x Image.MAX_IMAGE_PIXELS (179 MP) whatever the limit.
+    """
+    from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(io.BytesIO(contents)) as image:
-            image.load()  # decode now, so a truncated file fails here and not later
-            icc_profile = image.info.get("icc_profile")
-            image = ImageOps.exif_transpose(image)
-            if image.mode.startswith("I;16") or image.mode == "I":
-                # 16-bit gray: keep the 8 most significant bits rather than letting PIL clip at 255.
-                pixels = (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)[..., None]
-            elif image.mode in ("1", "L", "LA"):
-                pixels = np.asarray(image.convert("L"))[..., None]
-            else:
-                pixels = np.asarray(image.convert("RGB"))
+        with warnings.catch_warnings():
+            # PIL warns above 89 MP (the caller's limit, checked next, is the one that applies) and about
+            # damaged data (which fails below, with one line naming the file): its warnings are noise here.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(contents)) as image:
+                width, height = image.size
+                if max_pixels and width * height > max_pixels:
+                    raise TooManyPixels(f"{name} has {width} x {height} pixels ({width * height / 1e6:.1f} MP), "
+                                        f"over the limit of {max_pixels / 1e6:g} MP; pass a higher --max_pixels "
+                                        "to colour it")
+                payload.check(contents, image.format, image.size)
+                return _decoded(image)
+    except UnidentifiedImageError:
+        # PIL's message names its BytesIO object rather than the file.
+        raise ColorganError(f"cannot read {name}: not in an image format colorgan reads (JPEG, PNG, TIFF, GIF, "
+                            "BMP, WebP); check the file or remove it from the inputs") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ColorganError(f"cannot read {name} as an image ({e}); check that it is a valid JPEG or PNG "
                             "or remove it from the inputs") from None
-    return Photo(pixels, icc_profile)
 
 
-def read_photo(path):
+def _decoded(image):
+    from PIL import ImageOps
+    image_format = image.format
+    pages = getattr(image, "n_frames", 1) if image_format == "TIFF" else 1  # counted before page 1 loads
+    image.load()  # decode now, so a truncated file fails here and not later
+    info = dict(image.info)
+    image, icc_profile = profiles.to_srgb_or_rgb_profile(ImageOps.exif_transpose(image), info.get("icc_profile"))
+    pixels, notes = pixels_of(image, image_format)
+    if image_format == "PNG" and "icc_profile" not in info and "srgb" not in info:
+        pixels = profiles.png_gamma_to_srgb(pixels, info.get("gamma"))  # iCCP and sRGB chunks override gAMA
+    if pages > 1:
+        notes.append(f"only page 1 of its {pages} pages is coloured")
+    return Photo(pixels, icc_profile, notes)
+
+
+def pixels_of(image, image_format):
+    """A PIL image -> (uint8 H x W x 1 or x 3 pixels, notes). Deep gray modes are brought to 8 bits."""
+    if image.mode.startswith("I;16") or image.mode == "I" and image_format == "PNG":
+        # 16-bit gray: keep the 8 most significant bits rather than letting PIL clip at 255.
+        return (np.asarray(image, np.uint32) >> 8).clip(0, 255).astype(np.uint8)[..., None], []
+    if image.mode in ("I", "F"):
+        return _stretched(np.asarray(image, np.float32), image.mode)
+    if image.mode in ("1", "L", "LA", "La"):
+        return np.asarray(image.convert("L"))[..., None], []
+    return np.asarray(image.convert("RGB")), []
+
+
+def _stretched(values, mode):
+    """32-bit integer or float gray (TIFF 'I' and 'F') -> uint8: PIL would clip it to 0..255 and make it
+    black. Floats within [0, 1] are read as that range; anything else is scaled from its own min..max."""
+    finite = np.isfinite(values)
+    low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+    if mode == "F" and 0.0 <= low and high <= 1.0:
+        low, high = 0.0, 1.0
+    scale = 255.0 / (high - low) if high > low else 0.0
+    pixels = np.where(finite, np.round((values - low) * scale), 0.0).clip(0, 255).astype(np.uint8)[..., None]
+    kind = "32-bit float" if mode == "F" else "32-bit integer"
+    return pixels, [f"{kind} pixels scaled from {low:g}..{high:g} to 0..255"]
+
+
+def read_photo(path, max_pixels=None):
     path = pathlib.Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read; a device never ends
+            raise ColorganError(f"{path} is not a regular file (a FIFO, socket or device); colorize reads "
+                                "image files only")
         contents = path.read_bytes()
     except OSError as e:
         raise ColorganError(f"cannot open {path} ({e.strerror}); check the path and its permissions") from None
-    return decode_photo(contents, name=str(path))
+    return decode_photo(contents, name=str(path), max_pixels=max_pixels)
 
 
 def current_umask():
@@ -81,7 +142,8 @@ def write_photo(path, rgb, icc_profile=None, jpeg_quality=95):
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ColorganError(f"cannot tell the image format of {path.name}; use a suffix such as .png or .jpg")
-    options = {"icc_profile": icc_profile} if icc_profile else {}
+    # A gray or CMYK profile on an RGB file makes it invalid: only RGB ones are written (profiles.py).
+    options = {"icc_profile": icc_profile} if profiles.colour_space(icc_profile) == "RGB" else {}
     if image_format == "JPEG":
         options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4, colour is the whole point here
     write_atomically(path, lambda f: Image.fromarray(rgb, "RGB").save(f, format=image_format, **options))

@@ -2,10 +2,14 @@
 
 Runs with --ema keep the average of every generator weight beside the raw ones; loading a checkpoint of
 such a run gives the averages, as its exported generator.keras does.
+
+.keras files are loaded in Keras's safe mode, the shipped one too (its layers are registered classes):
+a model file is data, and one that carries Python code (a Lambda layer) is refused, not run.
 """
 import json
 import os
 import pathlib
+import re
 import tempfile
 
 import keras
@@ -31,26 +35,65 @@ def save_run_config(run_dir, generator, generator_options, image_size, **extra):
     os.replace(tmp, os.path.join(run_dir, RUN_CONFIG))
 
 
+# Every policy a layer may carry; copies get one plain policy, so that they compute in what they hold.
+_POLICY_NAMES = ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
+
+
 def with_weights_dtype(model, weights_dtype):
     """A copy of ``model`` whose layers hold (and compute in) ``weights_dtype``.
 
-    float16 halves the shipped file; its copy back to float32 differs from the original by about 0.1
-    in a or b at most.
+    Files whose layers are float16 (as earlier colorgan wrote float16 files, the shipped model among them) are
+    brought back to float32 by this. The copy is rebuilt from the model's own config in safe mode, so
+    that it can never run code that a user's file carried in.
     """
     spec = keras.saving.serialize_keras_object(model)
 
     def recast(node):
         if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] in ("float32", "float16"):
+            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] in _POLICY_NAMES:
                 node = dict(node, config=dict(node["config"], name=weights_dtype))
             return {k: recast(v) for k, v in node.items()}
         if isinstance(node, list):
             return [recast(v) for v in node]
         return node
 
-    copy = keras.saving.deserialize_keras_object(recast(spec), safe_mode=False)
+    copy = keras.saving.deserialize_keras_object(recast(spec), safe_mode=True)
     copy.set_weights([w.astype(weights_dtype) for w in model.get_weights()])
     return copy
+
+
+def _store_weights_as_float16(keras_file):
+    """Rewrite the weights inside a .keras file as float16, leaving its float32 layers as they are.
+
+    Keras casts each stored array to its variable's dtype when it loads, so the file halves and still
+    computes in float32 wherever it is loaded, by colorgan or by a plain keras.saving.load_model.
+    """
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    def copy(source, target):
+        target.attrs.update(source.attrs)
+        for key, item in source.items():
+            if isinstance(item, h5py.Group):
+                copy(item, target.create_group(key))
+                continue
+            values = item[()]
+            target.create_dataset(key, data=values.astype(np.float16) if values.dtype == np.float32 else values)
+            target[key].attrs.update(item.attrs)
+
+    with zipfile.ZipFile(keras_file) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for info, contents in members:
+            if info.filename.endswith(".weights.h5"):
+                halved = io.BytesIO()
+                with h5py.File(io.BytesIO(contents), "r") as source, h5py.File(halved, "w") as target:
+                    copy(source, target)
+                contents = halved.getvalue()
+            archive.writestr(info, contents)
 
 
 def save_generator(generator, path, weights_dtype="float32"):
@@ -59,14 +102,18 @@ def save_generator(generator, path, weights_dtype="float32"):
     if path.suffix != ".keras":
         raise ColorganError(f"{path}: a Keras model file must end in .keras")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if weights_dtype != "float32":
-        generator = with_weights_dtype(generator, weights_dtype)
+    if weights_dtype not in ("float32", "float16"):
+        raise ColorganError(f"weights can be stored as float32 or float16, not {weights_dtype!r}")
+    if any(layer.dtype_policy.name != "float32" for layer in _all_layers(generator)):
+        generator = with_weights_dtype(generator, "float32")  # a mixed-precision run's layers, say
     # Keras saves to a path that ends in .keras, so inference.write_atomically (a file object) cannot serve.
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
     try:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the model from other users
         generator.save(temporary)
+        if weights_dtype == "float16":
+            _store_weights_as_float16(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -90,11 +137,7 @@ def load_generator(path=None):
         path = str(DEFAULT_GENERATOR)
     path = str(path)
     if path.endswith(".keras"):
-        if not os.path.isfile(path):
-            raise ColorganError(f"model file {path!r} does not exist")
-        model = keras.saving.load_model(path, compile=False, safe_mode=False)
-        if any(w.dtype == "float16" for w in model.weights):
-            model = with_weights_dtype(model, "float32")
+        model = load_keras_file(path)
         return model, int(model.input_shape[1])
 
     prefix = None
@@ -134,10 +177,79 @@ def load_generator(path=None):
     return generator, int(config["image_size"])
 
 
+def _all_layers(layer):
+    """The layer and every layer nested in it (a backbone's encoder is a model inside the model)."""
+    return [layer] + [inner for child in getattr(layer, "layers", []) for inner in _all_layers(child)]
+
+
+def load_keras_file(path, colorizer=True):
+    """A generator (or, with colorizer=False, any model: a critic) from a user's .keras file, loaded in
+    Keras's safe mode: a file that carries Python code (a Lambda layer, a TFSMLayer) is refused rather
+    than run. Every way the file can be wrong is one ColorganError that names it."""
+    import zipfile
+
+    _check_regular_file(path)
+    if not zipfile.is_zipfile(path):
+        raise ColorganError(f"model file {path} is not a Keras model: it is not a zip archive (a truncated "
+                            "download, or another format saved under a .keras name); save it again with "
+                            "model.save or `colorgan export --format=keras`")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a damaged archive fails in zipfile, h5py or Keras, with any exception type
+        raise ColorganError(f"model file {path} {_what_is_wrong(e)}") from None
+    if colorizer:
+        _check_colorizer_shapes(model, path)
+    if any(w.dtype == "float16" for w in model.weights):
+        model = with_weights_dtype(model, "float32")
+    return model
+
+
+def _what_is_wrong(error):
+    """Keras wraps the real reason in layers of TypeErrors, one per nested object: find it."""
+    chain = []
+    while error is not None and len(chain) < 20:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    text = " ".join(str(e) for e in chain)
+    if "safe_mode" in text:  # Keras's safe mode refused to run what the file carries
+        what = next((f"a {name} layer" for name in ("Lambda", "TFSMLayer") if name in text), "Python code")
+        return f"holds {what}, code that colorgan never runs from a file (Keras safe mode); rebuild the model " \
+               "from standard layers"
+    custom = re.search(r"Could not locate (class|function) '([^']+)'", text)
+    if custom:
+        return f"needs the {custom[1]} {custom[2]!r}, which is neither Keras's nor colorgan's; rebuild the model " \
+               "from standard layers"
+    first = str(chain[-1]).strip().splitlines()[0][:160] if str(chain[-1]).strip() else ""
+    return f"cannot be loaded as a Keras model ({type(chain[-1]).__name__}: {first}); save it again with model.save"
+
+
+def _check_regular_file(path):
+    if not os.path.lexists(path):
+        raise ColorganError(f"model file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ColorganError(f"model file {path} is a folder, not a .keras file; pass the file itself")
+    if not os.path.isfile(path):  # a FIFO would block the reader, a dangling link has nothing to read
+        raise ColorganError(f"model file {path} is not a regular file (a FIFO, a device or a dangling link)")
+
+
+def _check_colorizer_shapes(model, path):
+    """A colorizer maps L (None, S, S, 1) to ab (None, S, S, 2); anything else would fail much later."""
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    shapes = [tuple(t.shape) for t in inputs], [tuple(t.shape) for t in outputs]
+    if len(inputs) == 1 and len(outputs) == 1:
+        (l_shape,), (ab_shape,) = shapes
+        size = l_shape[1] if len(l_shape) == 4 else None
+        if size and l_shape == (None, size, size, 1) and ab_shape == (None, size, size, 2):
+            return
+    described = " and ".join(", ".join(str(s) for s in side) or "none" for side in shapes)
+    raise ColorganError(f"model file {path} is not a colorizer: its inputs and outputs are {described}, "
+                        "where a colorgan generator takes L as (None, S, S, 1) and gives ab as (None, S, S, 2)")
+
+
 def copy_weights(path, model):
     """Start ``model`` from the weights of the saved model at ``path`` (--init_from): the same
     architecture, at any image size, since a convolutional net's weights do not depend on it."""
-    source, _ = load_generator(path)
+    source = load_keras_file(path, colorizer=False)  # a critic too; the weight shapes are checked below
     theirs, ours = source.weights, model.weights
     if [tuple(w.shape) for w in theirs] != [tuple(w.shape) for w in ours]:
         raise ColorganError(f"{path} holds a {source.name} ({len(theirs)} weights), which does not fit this "

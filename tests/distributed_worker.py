@@ -4,6 +4,7 @@ Usage: python distributed_worker.py STRATEGY LOGDIR WEIGHTS.npz [LOGICAL_CPUS]
        python distributed_worker.py clip - NORMS.npz LOGICAL_CPUS   (the norm of clipped SGD updates)
 """
 import os
+import signal
 import sys
 
 import numpy as np
@@ -49,15 +50,37 @@ if strategy == "clip":
     np.savez(out_path, norms=norms, replicas=replicas)
     sys.exit(0)
 
+# Record the stream indices each step reads on this worker (the resume test compares them).
+read = []
+_pretrain_step = training.Trainer.pretrain_step
+
+
+def recording_pretrain_step(self, l, ab, index=None):
+    if index is not None:
+        read.extend(int(i) for part in self.strategy.experimental_local_results(index) for i in part.numpy())
+    return _pretrain_step(self, l, ab, index)
+
+
+training.Trainer.pretrain_step = recording_pretrain_step
+stop_at = int(os.environ.get("STOP_AT_STEP", "0"))
+
 cfg = training.TrainConfig(
     data="samples", image_size=32, batch_size=4, generator="unet",
     generator_options="base_filters=8,depth=5", critic="patchgan",
-    critic_options="base_filters=8", objective="lsgan", pretrain_steps=2, train_steps=2,
+    critic_options="base_filters=8", objective="lsgan", train_steps=int(os.environ.get("TRAIN_STEPS", "2")),
     log_every=1, eval_every=100, checkpoint_every=100, val_images=2, cache=True, deterministic=True,
-    strategy=strategy, logdir=logdir, progress=False, export=False, mixed_precision="float32")
+    strategy=strategy, logdir=logdir, progress=False, export=False, mixed_precision="float32",
+    pretrain_steps=int(os.environ.get("PRETRAIN_STEPS", "2")))
 losses = []
-result = training.train(cfg, on_step=lambda step, logs: losses.append(
-    [logs["generator/l1"], logs.get("critic/loss", 0.0)]))
-np.savez(out_path, losses=np.array(losses),
+
+
+def on_step(step, logs):
+    losses.append([logs["generator/l1"], logs.get("critic/loss", 0.0)])
+    if step == stop_at:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+result = training.train(cfg, on_step=on_step)
+np.savez(out_path, losses=np.array(losses), indices=np.array(read, np.int64),
          replicas=result["trainer"].strategy.num_replicas_in_sync,
          *[w.numpy() for w in result["trainer"].generator.weights])

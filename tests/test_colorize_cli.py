@@ -56,7 +56,7 @@ def test_folder_with_good_and_bad_files(photos, model_file, tmp_path, capsys):
         with Image.open(photos / source) as original, Image.open(out / target) as colorized:
             assert colorized.size == original.size and colorized.mode == "RGB", target
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
-        "cat.png", "coffee.png", "gray.png", "same_size.png"]
+        ".colorgan-outputs", "cat.png", "coffee.png", "gray.png", "same_size.png"]  # the list of what it wrote
 
     # A second run leaves finished photos alone unless asked.
     status = colorize("--model", model_file, "--output_dir", out, photos)
@@ -116,3 +116,70 @@ def test_console_script_with_a_tflite_model(model_file, tmp_path):
     with Image.open(tmp_path / "out" / "odd.png") as colorized:
         assert colorized.size == (1, 1)
     assert np.asarray(Image.open(tmp_path / "out" / "odd.png")).shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize("where", ["the input folder", "a parent of it"])
+def test_output_dir_may_be_the_input_folder_or_above_it(photos, model_file, capsys, where):
+    inputs = photos / "trip" / "day2"  # gray.png and same_size.jpg
+    output_dir = inputs if where == "the input folder" else inputs.parent
+    status = colorize("--model", model_file, "--output_dir", output_dir, "--format", "jpg", inputs)
+    captured = capsys.readouterr()
+    # It used to find nothing, since every input lies under the output folder: "done 0", status 0.
+    if where == "the input folder":  # same_size.jpg would replace itself
+        assert status == 0 and "done 1, skipped 1, failed 0" in captured.out
+        assert "whose output is the input itself" in captured.err
+    else:
+        assert status == 0 and "done 2, skipped 0, failed 0" in captured.out
+    assert (output_dir / "gray.jpg").is_file()
+    # A rerun colours nothing it wrote itself.
+    status = colorize("--model", model_file, "--output_dir", output_dir, "--format", "jpg", inputs)
+    assert status == 0 and "done 0, skipped 2, failed 0" in capsys.readouterr().out
+
+
+def test_its_own_outputs_in_the_input_folder_are_never_coloured_again(photos, model_file, capsys):
+    trip = photos / "trip"
+    # cat.png and day2/gray.png are coloured, day2/same_size.jpg would replace itself, truncated.png fails.
+    assert colorize("--model", model_file, "--output_dir", trip, "--format", "jpg", trip) == 1
+    assert "done 2, skipped 1, failed 1" in capsys.readouterr().out
+    written = (trip / ".colorgan-outputs").read_text().splitlines()
+    assert sorted(written) == ['"cat.jpg"', '"day2/gray.jpg"']
+    # Were cat.jpg an input, its output cat.png would clash with cat.png's: "also the output of".
+    status = colorize("--model", model_file, "--output_dir", trip, "--format", "png", trip)
+    captured = capsys.readouterr()
+    assert status == 0 and "also the output of" not in captured.err
+    assert "done 1, skipped 3, failed 0" in captured.out  # same_size.jpg; the PNGs would replace themselves
+
+
+def test_a_rerun_says_skipped_once_not_once_a_photo(photos, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    colorize("--model", model_file, "--output_dir", out, photos)
+    capsys.readouterr()
+    colorize("--model", model_file, "--output_dir", out, photos)
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("skipped")] == [
+        f"skipped 4 photos whose outputs exist in {out}; pass --overwrite to replace them"]
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_the_model_loads(photos, model_file, monkeypatch, capsys):
+    from colorgan import inference
+    monkeypatch.setattr(inference, "load_colorizer", lambda *a: pytest.fail("the model was loaded"))
+    # As root, permissions do not stop writes; /proc takes no files whoever asks.
+    unwritable = "/proc/colorgan-out" if os.geteuid() == 0 else photos.parent / "locked"
+    if os.geteuid() != 0:
+        unwritable.mkdir(mode=0o555)
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", model_file, "--output_dir", unwritable, photos)
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and error.startswith(f"error: cannot write to the output folder {unwritable}")
+    assert "\n" not in error
+
+
+def test_a_name_that_starts_with_a_dash(photos, model_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(photos)
+    (photos / "coffee.jpg").rename(photos / "-weird.jpg")
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", model_file, "--output_dir", tmp_path / "out", "-weird.jpg")
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "put -- before a file name that starts with a dash" in error
+    assert colorize("--model", model_file, "--output_dir", tmp_path / "out", "--", "-weird.jpg") == 0
+    assert (tmp_path / "out" / "-weird.png").is_file()

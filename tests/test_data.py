@@ -218,3 +218,46 @@ def test_tfds_source_reads_a_local_dataset_without_downloading(tmp_path):
     val = list(data.make_dataset("tfds:tiny_photos", "val", image_size=32, batch_size=4, training=False,
                                  data_dir=str(tmp_path)))
     assert sum(int(b[0].shape[0]) for b in val) == 1
+
+
+def test_training_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from PIL import Image
+    stored = Image.new("RGB", (60, 40), (200, 40, 40))
+    stored.paste((40, 40, 200), (0, 0, 30, 40))  # left half blue as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    contents = encode(stored, "JPEG", exif=exif.tobytes(), quality=95)
+    upright = data.decode_image(tf.constant(contents)).numpy()
+    assert upright.shape == (60, 40, 3)  # as people see it, the way inference reads it
+    assert upright[5, 20, 2] > 0.6 and upright[-5, 20, 0] > 0.6  # the blue half is now on top
+
+
+def test_decoded_cache_holds_exactly_the_decoded_pixels_and_marks_bad_files(tmp_path, sample_photos):
+    from PIL import Image
+    good = tmp_path / "good.png"
+    Image.open(sample_photos[0]).convert("RGB").resize((50, 30)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    image_of = data.decoded_photos([str(good), str(bad)])
+    np.testing.assert_array_equal(image_of(tf.constant(0, tf.int64)).numpy(),
+                                  data.decode_image(tf.io.read_file(str(good))).numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unreadable image"):
+        image_of(tf.constant(1, tf.int64))
+
+
+def test_tfds_training_shuffles_the_files_by_seed_and_shards_per_worker(tmp_path, monkeypatch):
+    TinyPhotos(data_dir=str(tmp_path)).download_and_prepare()
+    calls = []
+    real_load = tfds.load
+    monkeypatch.setattr(tfds, "load", lambda *a, **kw: calls.append(kw) or real_load(*a, **kw))
+    data.make_dataset("tfds:tiny_photos", "train", image_size=32, batch_size=2, training=True, seed=7,
+                      shard=(2, 1), data_dir=str(tmp_path))
+    assert calls[-1]["shuffle_files"] and calls[-1]["read_config"].shuffle_seed == 7
+    # The tiny dataset has one file, fewer than the workers: each worker keeps its own photos instead.
+    counts = [sum(1 for _ in data.load_tfds("tiny_photos", "all", data_dir=str(tmp_path), shard=(2, w)))
+              for w in (0, 1)]
+    total = sum(1 for _ in data.load_tfds("tiny_photos", "all", data_dir=str(tmp_path)))
+    assert sum(counts) == total and all(counts)
+    val = data.make_dataset("tfds:tiny_photos", "val", image_size=32, batch_size=4, training=False,
+                            data_dir=str(tmp_path))
+    assert next(iter(val)) is not None and not calls[-1]["shuffle_files"]  # evaluation reads in order

@@ -36,6 +36,11 @@ def load(path):
         return f["losses"], int(f["replicas"]), [f[k] for k in f.files if k.startswith("arr_")]
 
 
+def indices(path):
+    with np.load(path) as f:
+        return list(f["indices"])
+
+
 def test_mirrored_over_two_replicas_matches_one_device(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     run_workers([[sys.executable, WORKER, "default", str(tmp_path / "one"), str(tmp_path / "one.npz")],
@@ -79,3 +84,26 @@ def test_multi_worker_mirrored_two_processes_on_localhost_end_equal(tmp_path):
     # The chief writes the run; the other worker keeps its copy apart.
     assert os.path.isdir(os.path.join(logdir, "checkpoints"))
     assert os.path.isdir(os.path.join(logdir, "workers", "worker_1", "checkpoints"))
+
+
+def test_multi_worker_resume_reads_each_workers_own_stream(tmp_path):
+    """Two workers interrupted at step 3 and resumed read, between them, exactly the indices of an
+    uninterrupted run, none twice (each worker resumes on its own strided stream)."""
+    def run(name, **env):
+        cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+        envs = [dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PRETRAIN_STEPS="6", TRAIN_STEPS="0", **env,
+                     TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+                for i in range(2)]
+        out = [tmp_path / f"{name}{i}.npz" for i in range(2)]
+        run_workers([[sys.executable, WORKER, "multi_worker", str(tmp_path / name.removesuffix("-resumed")), str(o)]
+                     for o in out], envs)
+        return [indices(o) for o in out]
+
+    straight = run("straight")
+    first = run("split", STOP_AT_STEP="3")
+    second = run("split-resumed")
+    for worker in range(2):
+        read = first[worker] + second[worker]
+        assert len(read) == len(set(read)), (worker, read)
+        assert sorted(read) == sorted(straight[worker]), (worker, read, straight[worker])
+    assert not set(straight[0]) & set(straight[1])  # the workers' streams are disjoint

@@ -1,4 +1,6 @@
-"""SavedModel signatures (also through saved_model_cli), EXIF in the graph, and TFLite parity per variant."""
+"""SavedModel signatures (also through saved_model_cli and TF Serving's REST JSON), its warm-up request,
+EXIF in the graph, and TFLite parity per variant."""
+import base64
 import io
 import json
 import os
@@ -87,6 +89,7 @@ def test_saved_model_cli_show_lists_the_three_signatures(exported):
     for signature in ("serving_default", "colorize_tensor", "predict_ab"):
         assert f"signature_def['{signature}']" in shown
     assert "DT_STRING" in shown and "DT_UINT8" in shown
+    assert "outputs['images_bytes'] tensor_info" in shown  # the name TF Serving's REST base64-encodes
 
 
 def test_saved_model_cli_run_colorizes_a_jpeg(exported, jpeg_file, reference, tmp_path):
@@ -96,12 +99,56 @@ def test_saved_model_cli_run_colorizes_a_jpeg(exported, jpeg_file, reference, tm
     subprocess.run([str(SAVED_MODEL_CLI), "run", "--dir", str(exported), "--tag_set", "serve",
                     "--signature_def", "serving_default", "--inputs", f"images={inputs}", "--outdir", str(outdir)],
                    capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    (png,) = np.load(outdir / "images.npy", allow_pickle=True)
+    (png,) = np.load(outdir / "images_bytes.npy", allow_pickle=True)
     colorized = np.asarray(Image.open(io.BytesIO(png)))
     assert colorized.shape == (333, 517, 3)
     # TF's and PIL's JPEG decoders differ by a few levels; the pictures agree otherwise.
     expected = reference.colorize(photos.read_photo(jpeg_file).pixels)
     assert np.abs(colorized.astype(int) - expected).mean() < 1.0
+
+
+def tf_serving_rest(signature, body):
+    """TF Serving's REST :predict on a signature of one string input and one output, as its
+    tensorflow_serving/util/json_tensor.cc does it: {"b64": ...} values are base64-decoded into the string
+    tensor; a string output goes back base64-encoded only when its name ends in "_bytes", and as a JSON
+    string otherwise (which raw PNG bytes are not: the decode below raises, as a REST client would choke)."""
+    request = json.loads(body)
+    (input_name,) = signature.structured_input_signature[1]
+    values = request["instances"] if "instances" in request else request["inputs"]
+    if isinstance(values, dict):  # the columnar form may name the input
+        values = values[input_name]
+    contents = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for v in values]
+    ((name, tensor),) = signature(**{input_name: tf.constant(contents)}).items()
+    encode = ((lambda v: {"b64": base64.b64encode(v).decode()}) if name.endswith("_bytes")
+              else (lambda v: v.decode("utf-8")))
+    return json.dumps({"predictions" if "instances" in request else "outputs": [encode(v) for v in tensor.numpy()]})
+
+
+@pytest.mark.parametrize("form", ["instances", "inputs"])
+def test_a_tf_serving_rest_client_gets_a_base64_png_back(form, loaded, jpeg_file, reference):
+    # Exactly the JSON a REST client sends (README: "Serving with TF Serving"), in either request form.
+    b64 = base64.b64encode(jpeg_file.read_bytes()).decode("ascii")
+    body = json.dumps({"instances": [{"b64": b64}]} if form == "instances" else {"inputs": {"images": [{"b64": b64}]}})
+    response = json.loads(tf_serving_rest(loaded.signatures["serving_default"], body))
+    (prediction,) = response["predictions" if form == "instances" else "outputs"]
+    colorized = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["b64"]))))
+    assert colorized.shape == (333, 517, 3)
+    expected = reference.colorize(photos.read_photo(jpeg_file).pixels)
+    assert np.abs(colorized.astype(int) - expected).mean() < 1.0
+
+
+def test_the_warmup_request_is_a_prediction_log_for_serving_default(exported, loaded):
+    prediction_log_pb2 = pytest.importorskip(
+        "tensorflow_serving.apis.prediction_log_pb2", reason="needs tensorflow-serving-api (the test extra)")
+    (record,) = tf.data.TFRecordDataset(str(exported / export.WARMUP_FILE)).as_numpy_iterator()
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    assert log.SerializeToString() == record  # every byte accounted for by the real proto classes
+    request = log.predict_log.request
+    assert request.model_spec.name == "colorgan" and request.model_spec.signature_name == "serving_default"
+    assert list(request.inputs) == ["images"]
+    images = tf.make_ndarray(request.inputs["images"])
+    (png,) = loaded.signatures["serving_default"](images=tf.constant(images))["images_bytes"].numpy()
+    assert Image.open(io.BytesIO(png)).size == (64, 48)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

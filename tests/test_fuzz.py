@@ -79,3 +79,24 @@ def test_random_images_of_every_mode_decode_and_colorize_at_their_own_size(color
     l_in = color.rgb_to_lab(rgb_in)[..., 0]
     l_out = color.rgb_to_lab(out / np.float32(255.0))[..., 0]
     assert float(tf.reduce_mean(tf.abs(l_in - l_out))) < 2.0
+
+
+CUT_FORMATS = st.sampled_from([("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {}),
+                               ("TIFF", {}), ("BMP", {}), ("WEBP", {"lossless": True})])
+
+
+@FUZZ
+@given(format_options=CUT_FORMATS, height=st.integers(1, 48), width=st.integers(1, 48), seed=st.integers(0, 2 ** 16),
+       keep=st.floats(0.0, 0.999))
+def test_a_file_cut_short_fails_cleanly_or_decodes_to_the_whole_picture(format_options, height, width, seed, keep):
+    # Never a picture with its bottom filled with black or gray, and exit status 0.
+    fmt, options = format_options
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    (image.convert("P") if fmt == "GIF" else image).save(buf, fmt, **options)
+    whole = photos.decode_photo(buf.getvalue()).pixels
+    try:
+        cut = photos.decode_photo(buf.getvalue()[:int(keep * len(buf.getvalue()))], name="cut").pixels
+    except ColorganError:
+        return
+    np.testing.assert_array_equal(cut, whole)

@@ -82,7 +82,7 @@ def test_colorize_folder_skips_counts_and_names_bad_files(hostile, model_file, t
         written = out / (os.path.splitext(name)[0] + ".png")
         assert written.is_file(), name
         assert Image.open(written).size == (width, height), name
-    assert not list(out.rglob("*.tmp*")) and not list(out.rglob(".*"))
+    assert not list(out.rglob("*.tmp*")) and [p.name for p in out.rglob(".*")] == [".colorgan-outputs"]
 
 
 @pytest.mark.parametrize("name", ["zero.jpg", "error page.png", "dangling.jpg"])

@@ -11,7 +11,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from colorgan import models, saving, training
+from colorgan import saving, training
 from colorgan.errors import ColorganError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,3 +78,60 @@ def test_a_full_disk_during_a_save_is_a_clear_error_and_the_previous_checkpoint_
     saving.load_generator(str(tmp_path))
     # With space again, the same command resumes from step 2 and finishes.
     assert training.train(cfg)["step"] == 4
+
+
+def tiny_run(data, logdir, *flags, timeout=300):
+    cmd = [sys.executable, "train.py", f"--data={data}", "--val_data=samples", "--image_size=32", "--batch_size=2",
+           "--generator_options=base_filters=8,depth=5", "--critic_options=base_filters=8", "--noprogress",
+           "--mixed_precision=float32", f"--logdir={logdir}", *flags]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+@pytest.mark.parametrize("content", ["unreadable", "gray"])
+def test_a_folder_without_one_usable_photo_stops_at_once_with_the_fix(tmp_path, content):
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        if content == "unreadable":
+            (folder / f"{i}.jpg").write_bytes(b"not an image")
+        else:
+            Image.new("L", (40, 40), 30 * i).convert("RGB").save(folder / f"{i}.png")
+    started = time.monotonic()
+    result = tiny_run(f"folder:{folder}", tmp_path / "run", "--pretrain_steps=2", "--train_steps=0", timeout=120)
+    assert result.returncode == 2 and time.monotonic() - started < 120
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no usable training photo in folder:") and "Traceback" not in result.stderr
+    assert ("--noskip_gray" in last) == (content == "gray")
+
+
+def test_skip_counts_are_exact_in_every_epoch(tmp_path, sample_photos):
+    """Bad files among 5 good ones, batches of 2 that straddle epoch ends: the same count every epoch."""
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, path in enumerate(sample_photos[:5]):
+        Image.open(path).convert("RGB").resize((40, 40)).save(folder / f"good{i}.png")
+    for i in range(6):
+        (folder / f"bad{i}.jpg").write_bytes(b"\xff\xd8 broken")
+    result = tiny_run(f"folder:{folder}", tmp_path / "run", "--pretrain_steps=13", "--train_steps=0", "--log_every=1",
+                      "--noexport", "--verbosity=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [line.split("] ", 1)[-1] for line in result.stderr.splitlines() if "skipped" in line]
+    from colorgan import data
+    train_files = data.source_files(f"folder:{folder}", "train")  # a fixed share goes to validation
+    bad = sum(os.path.basename(f).startswith("bad") for f in train_files)
+    assert len(reports) >= 4, result.stderr[-3000:]
+    expected = f"skipped {bad} unreadable and 0 grayscale of {len(train_files)} photos"
+    assert all(r.endswith(expected) for r in reports), reports
+
+
+def test_a_diverged_run_exports_nothing_and_says_so(tmp_path):
+    logdir = tmp_path / "run"
+    result = tiny_run("samples", logdir, "--pretrain_steps=4", "--train_steps=0", "--lr_generator=1e6",
+                      "--clip_norm=0")
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "training diverged" in last or "not finite" in last, last
+    assert not (logdir / "generator.keras").exists() and not (logdir / "export").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorgan import cli, evaluation, inference, models, saving
+from colorgan import cli, evaluation, inference, saving
 from conftest import REPO, read_rgb, vivid_tiny_generator
 
 SHIPPED = pathlib.Path(REPO) / "models" / "colorgan-lite0.keras"

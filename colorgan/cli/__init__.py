@@ -51,6 +51,11 @@ def quiet_tensorflow(verbosity):
         os.close(devnull)
 
 
+def only_colorgan_info(record):
+    """A log filter: warnings and errors from anywhere, INFO lines only from colorgan itself."""
+    return record.levelno > 20 or f"{os.sep}colorgan{os.sep}" in record.pathname
+
+
 def parse(module, argv):
     """A FlagValues with the subcommand's flags parsed from argv (program name first), and the rest."""
     fv = flags.FlagValues()
@@ -92,9 +97,18 @@ def run_module(module, argv):
             return 0
         quiet_tensorflow(2 if any(a in ("--verbosity=2", "--verbosity=3") for a in argv) else 0)
         fv, args = parse(module, argv)
+        import logging as python_logging
+
         from absl import logging
+        flags.FLAGS.mark_as_parsed()  # absl's own flags keep their defaults; no "before flag parsing" notice
+        logging.use_absl_handler()  # absl's one-line format, as app.run would set up
         logging.set_verbosity(logging.INFO if fv.verbosity >= 1 or getattr(module, "LOGS_INFO", False)
                               else logging.WARNING)
+        if fv.verbosity < 1:  # TensorFlow logs each checkpoint and SavedModel write through absl too
+            logging.get_absl_handler().addFilter(only_colorgan_info)
+        # TensorFlow's Python side logs every SavedModel and checkpoint write at INFO.
+        python_logging.getLogger("tensorflow").setLevel(python_logging.INFO if fv.verbosity >= 2
+                                                        else python_logging.WARNING)
         return module.run(fv, args) or 0
     except ColorganError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

@@ -7,20 +7,23 @@ Inputs are image files, folders (searched recursively; the output tree mirrors t
 (quoted, so that `**` works; the tree below the glob's fixed part is mirrored). The model is a
 training run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file; without --model,
 the trained colorizer that ships with colorgan (models/MODEL_CARD.md). Outputs go to
---output_dir; an existing output, or an input itself, is replaced only with --overwrite. A file that
-cannot be read is reported and skipped; the exit status is 1 if any file failed, 2 on a usage error.
+--output_dir, which may be the input folder itself: colorize lists what it writes there in
+.colorgan-outputs and never takes those files as inputs. An existing output, or an input itself, is
+replaced only with --overwrite. A file that cannot be read, or has more than --max_pixels, is reported
+and skipped; the exit status is 1 if any file failed, 2 on a usage error (an output folder that cannot
+be written among them, found before any work).
 """
 import dataclasses
 import glob
-import os
+import json
 import pathlib
 import sys
+import tempfile
 
 from absl import flags
 
 from colorgan import photos
 from colorgan.errors import ColorganError
-
 
 
 def define_flags(fv):
@@ -33,12 +36,16 @@ def define_flags(fv):
                       flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+    flags.DEFINE_integer("max_pixels", 100_000_000, "Refuse photos with more pixels than this, read from the file "
+                         "header before decoding (0: no limit but PIL's own, 179 MP).", flag_values=fv)
 
 
 # Folders are searched for these; a file named explicitly is tried whatever its suffix.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photos of different sizes wait in memory for company; past this many pixels they run as they are.
 PENDING_PIXELS = 64_000_000
+# In the output folder: what colorize wrote there, one JSON string (a path relative to it) a line.
+OUTPUTS_LIST = ".colorgan-outputs"
 
 
 @dataclasses.dataclass
@@ -61,17 +68,57 @@ def report(kind, path, reason):
     print(f"{kind}: {path}: {reason}", file=sys.stderr, flush=True)
 
 
-def find_inputs(args, output_dir):
-    """(input file, path relative to the output dir) for every input argument; missing ones separately."""
-    output_dir = output_dir.resolve()
-    found, missing = [], []
+class OutputsList:
+    """The files colorize wrote into an output folder, so that a later run over that same folder (the
+    output folder may be the input folder, or a parent of it) never colours its own outputs again."""
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.path = output_dir / OUTPUTS_LIST
+        self.written = set()
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError):
+            lines = []  # none yet (or unreadable): nothing is known to be ours
+        for line in lines:
+            try:
+                self.written.add((output_dir / json.loads(line)).resolve())
+            except (ValueError, TypeError):
+                continue  # a line cut short by a crash
+
+    def __contains__(self, path):
+        return path.resolve() in self.written
+
+    def add(self, target):
+        # Appended photo by photo: a run killed half-way still knows what it wrote. The photo is written
+        # either way; without its line, a later run over this folder merely sees it as a photo again.
+        try:
+            relative = target.resolve().relative_to(self.output_dir.resolve())
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(relative.as_posix()) + "\n")
+        except (OSError, ValueError):
+            pass
+
+
+def find_inputs(args, output_dir, outputs):
+    """(input file, path relative to the output dir) for every input argument; (argument, reason) for
+    those that name nothing colorize can read; and how many files were left out as earlier outputs."""
+    resolved_output_dir = output_dir.resolve()
+    found, problems, ours = [], [], []
 
     def add_tree(base, files):
+        # An output folder inside the tree mirrors into itself: none of it is input (older colorgan wrote
+        # no outputs list). An output folder that is the tree or holds it: only the listed files are ours.
+        nested_output = base.resolve() in resolved_output_dir.parents
         for f in sorted(files):
             name_parts = f.relative_to(base).parts
             # A dangling link is kept, so that it is reported as failed rather than silently missed.
-            if ((f.is_file() or f.is_symlink() and not f.exists()) and f.suffix.lower() in EXTENSIONS and not any(p.startswith(".") for p in name_parts)
-                    and output_dir not in f.resolve().parents):  # never colourise our own earlier outputs
+            if not ((f.is_file() or f.is_symlink() and not f.exists()) and f.suffix.lower() in EXTENSIONS
+                    and not any(p.startswith(".") for p in name_parts)):
+                continue
+            if f in outputs:
+                ours.append(f)
+            elif not (nested_output and resolved_output_dir in f.resolve().parents):
                 found.append((f, f.relative_to(base)))
 
     for arg in args:
@@ -80,21 +127,23 @@ def find_inputs(args, output_dir):
             add_tree(path, path.rglob("*"))
         elif path.is_file():
             found.append((path, pathlib.Path(path.name)))
+        elif path.exists():  # a FIFO, socket or device: never opened, since reading one may never end
+            problems.append((arg, "not a regular file (a FIFO, socket or device); colorize reads image files"))
         elif glob.has_magic(arg):
             fixed = [part for part in pathlib.Path(arg).parts]
             fixed = fixed[:next(i for i, part in enumerate(fixed) if glob.has_magic(part))]
             matches = [pathlib.Path(m) for m in glob.glob(arg, recursive=True)]
             if not matches:
-                missing.append(arg)
+                problems.append((arg, "no such file, folder or matching glob"))
             add_tree(pathlib.Path(*fixed) if fixed else pathlib.Path("."), [m for m in matches if m.is_file()])
         else:
-            missing.append(arg)
-    return found, missing
+            problems.append((arg, "no such file, folder or matching glob"))
+    return found, problems, len(ours)
 
 
 def plan_jobs(inputs, output_dir, image_format, overwrite, summary):
-    """Jobs for the inputs, skipping (and reporting) those whose output must not be written."""
-    jobs, claimed = [], {}
+    """Jobs for the inputs, skipping those whose output must not be written (one line for them all)."""
+    jobs, claimed, exists, itself = [], {}, [], []
     for source, relative in inputs:
         suffix = source.suffix if image_format == "same" else "." + image_format
         target = output_dir / relative.with_suffix(suffix)
@@ -106,16 +155,42 @@ def plan_jobs(inputs, output_dir, image_format, overwrite, summary):
             continue
         claimed[key] = source
         if target.exists() and not overwrite:
-            summary.skipped += 1
-            what = "is the input itself" if key == source.resolve() else "already exists"
-            report("skipped", source, f"output {target} {what}; pass --overwrite to replace it")
+            (itself if key == source.resolve() else exists).append(source)
             continue
         jobs.append(Job(source, target))
+    summary.skipped += len(exists) + len(itself)
+    # A rerun skips every photo already done: one line says so, not one line a photo.
+    if exists:
+        print(f"skipped {_photos(exists)} whose outputs exist in {output_dir}; pass --overwrite to replace "
+              "them", file=sys.stderr, flush=True)
+    if itself:
+        print(f"skipped {_photos(itself)} whose output is the input itself ({itself[0]}"
+              f"{', ...' if len(itself) > 1 else ''}); pass --overwrite to replace the inputs",
+              file=sys.stderr, flush=True)
     return jobs
 
 
-def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
-    """Read, colourise in batches of equal-size photos, and write; counts results in `summary`."""
+def _photos(sources):
+    return f"{len(sources)} photo{'s' if len(sources) != 1 else ''}"
+
+
+def check_writable(output_dir):
+    """Fail before the model loads when nothing could be written (a read-only disk, a file in the way),
+    rather than after every photo has been coloured."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ColorganError(f"the output folder {output_dir} is a file; pass another --output_dir")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".colorgan-probe-"):
+            pass
+    except OSError as e:
+        raise ColorganError(f"cannot write to the output folder {output_dir} ({e.strerror or e}); pass "
+                            "another --output_dir or make it writable") from None
+
+
+def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixels=None, written=None):
+    """Read, colourise in batches of equal-size photos, and write; counts results in `summary` and lists
+    what it wrote in `written` (an OutputsList)."""
     import keras
     import numpy as np
 
@@ -133,6 +208,8 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
                 if isinstance(rgb, Exception):
                     raise rgb
                 photos.write_photo(job.target, rgb, photo.icc_profile)
+                if written is not None:
+                    written.add(job.target)
                 summary.done += 1
             except (ColorganError, OSError, ValueError) as e:
                 summary.failed += 1
@@ -142,13 +219,15 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
 
     for job in jobs:
         try:
-            photo = photos.read_photo(job.source)
+            photo = photos.read_photo(job.source, max_pixels=max_pixels)
         except ColorganError as e:
             summary.failed += 1
             report("failed", job.source, e)
             if bar:
                 bar.add(1)
             continue
+        for note in photo.notes:
+            report("note", job.source, note)
         group = pending.setdefault(photo.pixels.shape, [])
         group.append((job, photo))
         if len(group) == batch_size:
@@ -160,7 +239,8 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True):
         finish(group)
 
 
-def colorize(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8, progress=True):
+def colorize(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8,
+             progress=True, max_pixels=100_000_000):
     """The whole command, callable from Python; returns the Summary."""
     from colorgan import inference
 
@@ -168,21 +248,28 @@ def colorize(args, model=None, output_dir="colorized", image_format="png", overw
         raise ColorganError("no inputs: name image files, folders or globs to colourise")
     if batch_size < 1:
         raise ColorganError(f"--batch_size must be at least 1, got {batch_size}")
+    if max_pixels < 0:
+        raise ColorganError(f"--max_pixels must be 0 (no limit) or more, got {max_pixels}")
     output_dir = pathlib.Path(output_dir)
-    summary = Summary()
-    inputs, missing = find_inputs(args, output_dir)
-    for arg in missing:
+    summary, outputs = Summary(), OutputsList(output_dir)
+    inputs, problems, ours = find_inputs(args, output_dir, outputs)
+    for arg, reason in problems:
         summary.failed += 1
-        report("failed", arg, "no such file, folder or matching glob")
+        report("failed", arg, reason)
     jobs = plan_jobs(inputs, output_dir, image_format, overwrite, summary)
+    if ours and not jobs:  # so that "done 0" over a folder of outputs says why
+        print(f"left out {ours} files that colorize wrote earlier (listed in {outputs.path})",
+              file=sys.stderr, flush=True)
     if jobs:
+        check_writable(output_dir)
         colorizer = inference.load_colorizer(model)
-        colorize_files(colorizer, jobs, batch_size, summary, progress)
+        colorize_files(colorizer, jobs, batch_size, summary, progress, max_pixels or None, outputs)
     print(summary.line(), flush=True)
     return summary
 
 
 def run(fv, args):
     """The command: exit status 0 when every photo was done or skipped, 1 when any failed."""
-    summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress)
+    summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress,
+                       fv.max_pixels)
     return 1 if summary.failed else 0

@@ -4,10 +4,12 @@
     colorgan evaluate --model=runs/quickstart --data=folder:../shared/data/val
     colorgan evaluate --model=export/colorgan/1 --data=samples        # a SavedModel
     colorgan evaluate --model=colorgan.tflite --data=folder:photos/
+    colorgan evaluate --model=exported/colorgan.onnx --data=samples  # an ONNX file, via ONNX Runtime
     colorgan evaluate --model=gray --data=folder:../shared/data/val   # the baseline alone
     colorgan evaluate --model=identity --data=samples                 # the real colours: a sanity check
 
-The protocol and every metric are in colorgan/evaluation.py and colorgan/metrics.py.
+Every model is run exactly as `colorize` runs it (colorgan.inference). The protocol and every metric are
+in colorgan/evaluation.py and colorgan/metrics.py.
 """
 import os
 from pathlib import Path
@@ -20,7 +22,8 @@ from colorgan.errors import ColorganError
 def define_flags(fv):
     from colorgan import data
     flags.DEFINE_string("model", None, "A training run dir or checkpoint, a .keras file, a SavedModel, a .tflite "
-                        "file, 'gray' (a = b = 0) or 'identity' (the real colours); default: the shipped colorizer.", flag_values=fv)
+                        "or .onnx file, 'gray' (a = b = 0) or 'identity' (the real colours); default: the shipped "
+                        "colorizer.", flag_values=fv)
     flags.DEFINE_string("data", "samples", "Data source: 'folder:PATH', 'samples' or 'tfds:NAME'.", flag_values=fv)
     flags.DEFINE_enum("split", "all", data.SPLITS, "Which split of the source to score.", flag_values=fv)
     flags.DEFINE_integer("size", 256, "Side of the square the photos are scored at.", flag_values=fv)

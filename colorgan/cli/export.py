@@ -3,15 +3,19 @@
     colorgan export --format=saved_model --output=exported            # TF Serving: exported/colorgan/1/
     colorgan export --format=tflite --output=exported/tflite          # phones: float32, float16, int8
     colorgan export --format=keras --model=runs/mine --output=mine.keras
+    colorgan export --format=onnx --output=exported                   # ONNX Runtime: exported/colorgan.onnx
 
 --model is a training run dir, a checkpoint (dir or prefix) or a .keras file; without it, the colorizer
 that ships with colorgan. SavedModel signatures:
-  serving_default   images: string [batch] (JPEG or PNG, any size) -> images: PNG strings at full size
+  serving_default   images: string [batch] (JPEG or PNG, any size) -> images_bytes: PNG strings at full size
+                    (the _bytes suffix makes TF Serving's REST API return them base64-encoded)
   colorize_tensor   image: uint8 [H, W, 3 or 1]                     -> image: uint8 [H, W, 3]
   predict_ab        l: float32 [batch, S, S, 1] (L/50 - 1)          -> ab: float32 [batch, S, S, 2] (ab/110)
 Check it with `saved_model_cli show --all --dir OUT/NAME/VERSION`. TFLite files hold only the L -> ab
-generator (batch 1) with a metadata JSON beside each; every variant, and the .keras file, is run on real
-validation photos and compared with the source model (max and mean |ab| in Lab units, PSNR of the colours).
+generator (batch 1) with a metadata JSON beside each; the .onnx file holds it with a free batch
+("l" [N, S, S, 1] -> "ab" [N, S, S, 2], see colorgan/onnx_export.py). Every TFLite variant, the .onnx and
+the .keras file are run on real validation photos and compared with the source model (max and mean |ab|
+in Lab units, PSNR of the colours).
 """
 import pathlib
 
@@ -19,8 +23,9 @@ from absl import flags
 
 from colorgan.errors import ColorganError
 
-FORMATS = ("saved_model", "tflite", "keras")
-DEFAULT_OUTPUT = {"saved_model": "exported", "tflite": "exported/tflite", "keras": "exported/colorgan.keras"}
+FORMATS = ("saved_model", "tflite", "keras", "onnx")
+DEFAULT_OUTPUT = {"saved_model": "exported", "tflite": "exported/tflite", "keras": "exported/colorgan.keras",
+                  "onnx": "exported"}
 
 
 def define_flags(fv):
@@ -28,10 +33,11 @@ def define_flags(fv):
     flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
                         "(default: the colorizer shipped with colorgan).", flag_values=fv)
     flags.DEFINE_string("output", None, "saved_model: the base folder (the model goes to OUTPUT/NAME/VERSION); "
-                        "tflite: the folder for NAME_VARIANT.tflite; keras: the .keras file. Default: "
+                        "tflite: the folder for NAME_VARIANT.tflite; keras: the .keras file; onnx: the folder for "
+                        "NAME.onnx. Default: "
                         + ", ".join(f"{k}: {v}" for k, v in DEFAULT_OUTPUT.items()) + ".", flag_values=fv)
     flags.DEFINE_string("name", "colorgan", "Model name: the SavedModel folder TF Serving's --model_base_path "
-                        "points into, or the .tflite file stem.", flag_values=fv)
+                        "points into, or the .tflite and .onnx file stem.", flag_values=fv)
     flags.DEFINE_integer("version", None, "SavedModel version; default one above the highest already there.",
                          flag_values=fv)
     flags.DEFINE_list("variants", ["float32", "float16", "int8"], "TFLite variants: float32, float16, int8, "
@@ -51,8 +57,8 @@ def run(fv, args):
     generator, image_size = saving.load_generator(fv.model)
     source = fv.model or str(saving.DEFAULT_GENERATOR)
     output = fv.output or DEFAULT_OUTPUT[fv.format]
-    {"saved_model": write_saved_model, "tflite": write_tflite, "keras": write_keras}[fv.format](
-        fv, generator, image_size, source, output)
+    writers = {"saved_model": write_saved_model, "tflite": write_tflite, "keras": write_keras, "onnx": write_onnx}
+    writers[fv.format](fv, generator, image_size, source, output)
     return 0
 
 
@@ -96,3 +102,16 @@ def write_tflite(fv, generator, image_size, source, output):
                             seconds_per_photo_x86=round(seconds, 5))
         print(f"{variant:<13} {len(flatbuffer) / 1e6:>8.2f} {seconds * 1e3:>9.1f} {seconds / keras_seconds:>8.1f} "
               f"{check['max_ab_diff']:>9.3f} {check['mean_ab_diff']:>10.4f} {check['psnr_db']:>8.1f}")
+
+
+def write_onnx(fv, generator, image_size, source, output):
+    from colorgan import export, inference, onnx_export
+    model = onnx_export.convert_onnx(generator, image_size)
+    path = pathlib.Path(output) / f"{fv.name}.onnx"
+    candidate = inference.ONNXColorizer(path, model_content=model.SerializeToString())
+    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
+    check = export.parity(inference.KerasColorizer(generator, image_size), candidate, parity_l)
+    onnx_export.write_onnx(model, path, image_size, source=source, parity=check)
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, opset {onnx_export.OPSET}, input l [N, {image_size}, "
+          f"{image_size}, 1] -> ab; against the source on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.5f}, "
+          f"mean |ab| {check['mean_ab_diff']:.6f} (Lab units), PSNR {check['psnr_db']:.1f} dB")

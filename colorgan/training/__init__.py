@@ -1,8 +1,9 @@
-"""Training a colorizer, in three parts:
+"""Training a colorizer, in five parts:
 
     config.py   what a run is (TrainConfig, one field per train flag) and its checks
     gan.py      what one step computes: the generator, critic, objective and the two updates
-    loop.py     the schedule around it: strategy, data, checkpoints, logs, validation and outputs
+    loop.py     the schedule around it: data, models, checkpoints, validation and outputs
+    logs.py     what it reports as it goes: speed, losses, skipped photos
     runtime.py  where it runs: distribution strategy, workers, stop signals, random state
 """
 from colorgan.training.config import TrainConfig, parse_options, validate, write_flagfile

@@ -7,7 +7,6 @@ so a run resumed from a checkpoint continues the same schedule. What a step comp
 """
 import math
 import os
-import time
 
 import keras
 import tensorflow as tf
@@ -17,6 +16,7 @@ from colorgan import color, data, metrics, models, saving
 from colorgan.errors import ColorganError
 from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
+from colorgan.training.logs import Clock, log_epoch_skips, log_scalars, newest_stats
 from colorgan.training.runtime import (StopRequested, image_grid, is_chief, make_strategy, rng_states,
                                        worker_dir, write_png)
 
@@ -40,12 +40,6 @@ def synchronize_batch_norm(model):
         stack += getattr(layer, "layers", [])
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
-
-
-def current_lr(opt):
-    # Keras evaluates the schedule at the optimiser's iteration count; convert_to_tensor also reads
-    # a mirrored variable in cross-replica context.
-    return float(tf.convert_to_tensor(getattr(opt, "inner_optimizer", opt).learning_rate))
 
 
 class Trainer:
@@ -123,6 +117,8 @@ class Trainer:
         self.gan = ColorGAN(cfg, self.generator, self.critic, self.g_opt, self.d_opt, e_opt, self.encoder, features)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_index")
+        self.first_bad_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="first_bad_step")
+        self.shard = (1, 0)  # (stride, offset) of this worker's stream; datasets() sets it
 
     # ----------------------------------------------------------------------------------------------
     # Checkpoints
@@ -154,30 +150,57 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     # Compiled steps: the GAN's per-replica updates under the strategy, one tf.function per stage
 
-    def _distributed(self, replica_fn):
+    def _distributed(self, replica_fn, with_step):
+        """One compiled training step that also keeps the run's books in the graph: the step counter, the
+        stream position to resume from, and the first step whose losses were not finite. The host reads
+        them only when it logs, validates or saves, so it never waits on the device in between."""
         compiled = tf.function(replica_fn, jit_compile=self.cfg.jit_compile, reduce_retracing=True)
 
         @tf.function
-        def step(l, ab, *args):
-            per_replica = self.strategy.run(compiled, args=(l, ab, *args))
+        def step(l, ab, index):
+            args = (l, ab, self.step.read_value()) if with_step else (l, ab)
+            per_replica = self.strategy.run(compiled, args=args)
             if self.average is not None:  # cross-replica context: one update of the mirrored averages
                 self.average.update()
-            return {k: self.strategy.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
+            logs = {k: self.strategy.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
+            self.step.assign_add(1)
+            # This host's newest example; its own next index is that plus the stride, and the stream
+            # adds the worker's offset to the position it is given.
+            newest = tf.reduce_max([tf.reduce_max(i) for i in self.strategy.experimental_local_results(index)])
+            self.data_index.assign(newest - self.shard[1] + self.shard[0])
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in logs.values()])
+            first_bad = tf.logical_and(tf.logical_not(finite), tf.equal(self.first_bad_step, 0))
+            self.first_bad_step.assign(tf.where(first_bad, self.step, self.first_bad_step))
+            return logs
         return step
 
-    def pretrain_step(self, l, ab):
+    def pretrain_step(self, l, ab, index=None):
         if self._pretrain_fn is None:
             if self.encoder is not None and self.cfg.freeze_encoder_in_pretrain:
                 self.encoder.trainable = False
-            self._pretrain_fn = self._distributed(self.gan.pretrain_update)
-        return self._pretrain_fn(l, ab)
+            self._pretrain_fn = self._distributed(self.gan.pretrain_update, with_step=False)
+        return self._pretrain_fn(l, ab, self._index(index))
 
-    def adversarial_step(self, l, ab):
+    def adversarial_step(self, l, ab, index=None):
         if self._adversarial_fn is None:
             if self.encoder is not None:
                 self.encoder.trainable = True
-            self._adversarial_fn = self._distributed(self.gan.adversarial_update)
-        return self._adversarial_fn(l, ab, self.step.read_value())
+            self._adversarial_fn = self._distributed(self.gan.adversarial_update, with_step=True)
+        return self._adversarial_fn(l, ab, self._index(index))
+
+    def _index(self, index):
+        # Steps on a batch held in memory (tests, benchmarks) leave the stream position where it is.
+        return index if index is not None else self.data_index.read_value() + self.shard[1] - self.shard[0]
+
+    def check_finite(self, logs=None):
+        """Raise, naming the step, if any step so far had a loss that was not finite."""
+        bad = int(self.first_bad_step.numpy())
+        if bad:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if not math.isfinite(v))
+            raise ColorganError(
+                f"loss is not finite at step {bad}{f' ({shown} by step {int(self.step.numpy())})' if shown else ''}; "
+                f"stopped without saving. The last good checkpoint is {self.manager.latest_checkpoint}; "
+                "lower the learning rates, use --clip_norm, or check the data")
 
     # ----------------------------------------------------------------------------------------------
     # Data and validation
@@ -188,12 +211,14 @@ class Trainer:
                       download=cfg.download, data_dir=cfg.data_dir or None, val_share=cfg.val_share)
 
         def train_fn(ctx):
+            self.shard = (ctx.num_input_pipelines, ctx.input_pipeline_id)  # this worker's stride and offset
             return data.make_dataset(
                 cfg.data, "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size), training=True,
                 cache=cfg.cache, skip_gray=cfg.skip_gray, min_colourfulness=cfg.min_colourfulness,
                 start_index=start_index, with_stats=True,
                 shard=(ctx.num_input_pipelines, ctx.input_pipeline_id), **common)
 
+        self.check_usable_photos()
         train = self.strategy.distribute_datasets_from_function(train_fn)
         val_source, val_split = (cfg.val_data, "all") if cfg.val_data else (cfg.data, "val")
         val = data.make_dataset(val_source, val_split, batch_size=cfg.val_images, training=False,
@@ -202,6 +227,21 @@ class Trainer:
         if val_batch is None:
             raise ColorganError(f"validation source {val_source!r} gave no readable photos")
         return train, val_batch, self.files_per_epoch
+
+    def check_usable_photos(self):
+        """Fail now, with the fix, when no training photo can be used (the endless stream would spin)."""
+        cfg = self.cfg
+        usable = lambda skip_gray, min_cf: data.has_usable_photo(
+            cfg.data, "train", cfg.image_size, skip_gray, min_cf, cfg.val_share, cfg.download, cfg.data_dir or None)
+        if usable(cfg.skip_gray, cfg.min_colourfulness):
+            return
+        if cfg.skip_gray and usable(False, 0.0):
+            dull = f" or less colourful than --min_colourfulness={cfg.min_colourfulness}" if cfg.min_colourfulness else ""
+            raise ColorganError(f"no usable training photo in {cfg.data}: every readable one is grayscale{dull}; "
+                                "add colour photos, or pass --noskip_gray (or a lower --min_colourfulness) to "
+                                "train on them anyway")
+        raise ColorganError(f"no usable training photo in {cfg.data}: none of its files can be read as an image; "
+                            "check the folder (JPEG, PNG, BMP, GIF, WebP or TIFF photos)")
 
     def predict_exported(self, l):
         """What the run exports would predict: the weight averages when --ema is on, swapped in for the call."""
@@ -255,43 +295,47 @@ def train(cfg, on_step=None):
 
     train_ds, val_batch, files_per_epoch = t.datasets(int(t.data_index.numpy()))
     writer = (tf.summary.create_file_writer(cfg.logdir) if t.chief else tf.summary.create_noop_writer())
-    progress = keras.utils.Progbar(cfg.total_steps, stateful_metrics=["stage", "img/s"], unit_name="step") \
+    shown = ["stage", "img/s", "l1", "gan", "critic_loss"]
+    progress = keras.utils.Progbar(cfg.total_steps, stateful_metrics=shown, unit_name="step") \
         if (cfg.progress and t.chief) else None
     stop = StopRequested()
     iterator = iter(train_ds)
-    skips = data.EpochSkips(files_per_epoch) if files_per_epoch else None
+    skips = data.EpochSkips(files_per_epoch, int(t.data_index.numpy())) if files_per_epoch else None
     clock = Clock(cfg.batch_size, start_step)
-    result = {"stopped_by": None}
+    result = {"stopped_by": None, "logs": {}}
+    step = start_step
     try:
         with writer.as_default():
-            while int(t.step.numpy()) < cfg.total_steps:
-                step = int(t.step.numpy())
+            while step < cfg.total_steps:
                 l, ab, stats = next(iterator)
-                pretraining = step < cfg.pretrain_steps
-                logs = t.pretrain_step(l, ab) if pretraining else t.adversarial_step(l, ab)
-                t.step.assign_add(1)
+                stage = 1 if step < cfg.pretrain_steps else 2
+                logs = (t.pretrain_step if stage == 1 else t.adversarial_step)(l, ab, stats["index"])
                 step += 1
-                index = host_max(t.strategy, stats["index"])
-                t.data_index.assign(index + 1)
-                logs = check_finite({k: float(v) for k, v in logs.items()}, step, t.manager.latest_checkpoint)
-                result["logs"] = logs
-                if skips is not None:
-                    log_epoch_skips(skips, t.strategy, index, stats, step, result)
-                stage = 1 if pretraining else 2
-                if step % cfg.log_every == 0 or step == cfg.total_steps:
+                due = {what: step % every == 0 or step == cfg.total_steps for what, every in (
+                    ("log", cfg.log_every), ("eval", cfg.eval_every), ("save", cfg.checkpoint_every))}
+                if any(due.values()) or stop.signal or on_step is not None:
+                    # The only host reads of the step's results: at log, validation and save steps.
+                    logs = {k: float(v) for k, v in logs.items()}
+                    t.check_finite(logs)
+                    result["logs"] = logs
+                    if skips is not None:
+                        log_epoch_skips(skips, newest_stats(t.strategy, stats), step, result)
+                if due["log"]:
                     log_scalars(t, logs, stage, step, clock.images_per_second(step), progress is None)
-                if step % cfg.eval_every == 0 or step == cfg.total_steps:
+                if due["eval"]:
                     scores, grid = t.validate(val_batch)
                     for k, v in scores.items():
                         tf.summary.scalar(k, v, step=step)
                     tf.summary.image("val/gray_predicted_real", grid[None], step=step)
                     result.update(scores)
-                if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                if due["save"]:
                     t.save()
                 if progress is not None:
-                    progress.update(step, [("stage", stage), ("img/s", clock.since_start(step))] +
-                                    [(k.split("/")[-1] if k.startswith("generator") else k.replace("/", "_"), v)
-                                     for k, v in logs.items() if k in ("generator/l1", "generator/gan", "critic/loss")])
+                    values = [("stage", stage), ("img/s", clock.since_start(step))]
+                    if isinstance(next(iter(logs.values()), None), float):
+                        values += [(k.split("/")[-1] if k.startswith("generator") else k.replace("/", "_"), v)
+                                   for k, v in logs.items() if k in ("generator/l1", "generator/gan", "critic/loss")]
+                    progress.update(step, values)
                 if on_step is not None:
                     on_step(step, logs)
                 if stop.signal:
@@ -305,66 +349,24 @@ def train(cfg, on_step=None):
         stop.restore()
 
     result.update(step=int(t.step.numpy()), checkpoint=t.manager.latest_checkpoint, logdir=cfg.logdir, trainer=t)
-    result.setdefault("logs", {})
     if result["stopped_by"] is None and t.chief:
         result.update(finish(t, val_batch))
     return result
 
 
-class Clock:
-    """Training speed in images per second: over the last log interval, and since the run (re)started."""
-
-    def __init__(self, batch_size, start_step):
-        self.batch_size, self.start_step = batch_size, start_step
-        self.started = self.last = time.perf_counter()
-        self.last_step = start_step
-
-    def images_per_second(self, step):
-        now = time.perf_counter()
-        speed = self.batch_size * (step - self.last_step) / max(now - self.last, 1e-9)
-        self.last, self.last_step = now, step
-        return speed
-
-    def since_start(self, step):
-        return self.batch_size * (step - self.start_step) / max(time.perf_counter() - self.started, 1e-9)
+# A fresh generator predicts nearly gray (tanh of small values), so its L1 is about gray's; one that
+# diverged paints saturated nonsense, several times further from the truth than gray.
+DIVERGED_L1_RATIO = 1.5
 
 
-def host_max(strategy, per_replica):
-    """Largest value of a per-example stat over this host's replicas (the newest, as it is cumulative)."""
-    return max(int(tf.reduce_max(x)) for x in strategy.experimental_local_results(per_replica))
-
-
-def check_finite(logs, step, last_checkpoint):
-    if not all(math.isfinite(v) for v in logs.values()):
-        bad = ", ".join(f"{k}={v}" for k, v in logs.items() if not math.isfinite(v))
+def check_not_diverged(val_l1, val_ab, logdir):
+    """Refuse to export a generator that is worse than painting every photo gray."""
+    gray_l1 = float(tf.reduce_mean(tf.abs(tf.cast(val_ab, tf.float32))))
+    if not val_l1 <= DIVERGED_L1_RATIO * gray_l1:  # also catches NaN
         raise ColorganError(
-            f"loss is not finite at step {step} ({bad}); stopped without saving. The last good "
-            f"checkpoint is {last_checkpoint}; lower the learning rates, use --clip_norm, or check the data")
-    return logs
-
-
-def log_epoch_skips(skips, strategy, index, stats, step, result):
-    counts = {k: host_max(strategy, stats[k]) for k in ("unreadable", "gray", "unreadable_in_epoch", "gray_in_epoch")}
-    finished = skips.update(index, counts)
-    if finished is not None:
-        epoch, unreadable, gray = finished
-        tf.summary.scalar("data/unreadable_per_epoch", unreadable, step=step)
-        tf.summary.scalar("data/gray_per_epoch", gray, step=step)
-        # Every epoch goes to TensorBoard; the terminal hears only when something was skipped.
-        if unreadable or gray:
-            logging.info("epoch %d: skipped %d unreadable and %d grayscale of %d photos",
-                         epoch, unreadable, gray, skips.files_per_epoch)
-    result["unreadable"], result["gray"] = skips.totals
-
-
-def log_scalars(t, logs, stage, step, images_per_second, to_terminal):
-    scalars = dict(logs, **{"speed/images_per_second": images_per_second, "lr/generator": current_lr(t.g_opt),
-                            "lr/critic": current_lr(t.d_opt), "stage": stage})
-    for k, v in scalars.items():
-        tf.summary.scalar(k, v, step=step)
-    if to_terminal and t.chief:  # logs under a scheduler, where no bar is drawn
-        logging.info("step %d/%d stage %d %s %.1f img/s", step, t.cfg.total_steps, stage,
-                     " ".join(f"{k}={v:.4g}" for k, v in logs.items()), images_per_second)
+            f"training diverged: validation L1 {val_l1:.3f} is {val_l1 / gray_l1:.1f}x that of gray output "
+            f"({gray_l1:.3f}); nothing exported, any earlier generator.keras in {logdir} is kept. Lower the "
+            "learning rates or use --clip_norm, and train again in a fresh --logdir")
 
 
 def finish(t, val_batch):
@@ -373,9 +375,10 @@ def finish(t, val_batch):
     if t.average is not None:
         t.average.copy_to_model()
     outputs = {}
-    _, grid = t.validate(val_batch)
+    scores, grid = t.validate(val_batch)
     outputs["samples"] = os.path.join(cfg.logdir, "samples.png")
     write_png(outputs["samples"], grid)
+    check_not_diverged(scores["val/l1"], val_batch[1], cfg.logdir)
     if cfg.export:  # the SavedModel is the train command's (export sits a layer above training)
         outputs["generator"] = str(saving.save_generator(t.generator, os.path.join(cfg.logdir, "generator.keras")))
         if cfg.train_steps:  # a critic that has trained, for --init_critic_from in a later run
