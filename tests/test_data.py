@@ -131,10 +131,17 @@ def test_split_is_a_stable_function_of_the_relative_path(tmp_path):
     val = data.source_files(f"folder:{tmp_path}", "val", val_share=0.2)
     assert not set(train) & set(val) and len(train) + len(val) == 200
     assert 20 <= len(val) <= 60
-    # the same relative path lands in the same split wherever the folder lives
-    assert [data.split_of(os.path.basename(p), 0.2) for p in val] == ["val"] * len(val)
-    assert data.split_of("img_007.png", 0.2) == data.split_of("img_007.png", 0.2)
-    assert data.source_files(f"folder:{tmp_path}", "val", val_share=0.2) == val
+    # The same relative paths land in the same split wherever the folder lives: a copy elsewhere
+    # (another machine, another mount point) splits identically, a nested copy by its own root.
+    moved = tmp_path.parent / f"{tmp_path.name}-moved" / "deeper" / "photos"
+    moved.mkdir(parents=True)
+    for f in tmp_path.iterdir():
+        (moved / f.name).write_bytes(b"x")
+    val_moved = data.source_files(f"folder:{moved}", "val", val_share=0.2)
+    assert [os.path.basename(p) for p in val_moved] == [os.path.basename(p) for p in val]
+    # ... while a different share moves photos only from train to val, never back.
+    wider = data.source_files(f"folder:{tmp_path}", "val", val_share=0.4)
+    assert set(val) < set(wider)
 
 
 def test_deterministic_runs_yield_identical_batches_and_resume_by_index():

@@ -55,12 +55,23 @@ def test_patchgan_receptive_field_is_70x70():
     ("resunet", dict(width=8, depth=3, blocks=1, norm="layer", upsampling="resize")),
     ("backbone:mobilenet_v2", dict(encoder_weights="none", decoder_filters=(16, 16, 8, 8, 8))),
 ])
-def test_generators_map_l_to_ab_in_range(name, options):
+def test_generators_are_conditioned_on_l_and_learn_a_colour(name, options):
+    """Each generator's ab depends on its L input, and a few steps of L1 fit a known colour rule
+    (a = L / 2, b = -L / 4): a net that ignored L, or broke its gradients, cannot."""
     g = models.build_generator(name, image_size=64, **options)
-    l = tf.random.uniform([2, 64, 64, 1], -1, 1)
-    ab = g(l, training=True)
-    assert ab.shape == (2, 64, 64, 2) and ab.dtype == tf.float32
-    assert float(tf.reduce_max(tf.abs(ab))) <= 1.0
+    rng = np.random.default_rng(0)
+    l = tf.constant(rng.uniform(-1, 1, (4, 64, 64, 1)), tf.float32)
+    l = tf.constant(np.repeat(np.repeat(l.numpy()[:, ::8, ::8], 8, 1), 8, 2))  # smooth blocks
+    assert float(tf.reduce_mean(tf.abs(g(l) - g(-l)))) > 0
+    target = tf.concat([l / 2, -l / 4], axis=-1)
+    opt = keras.optimizers.Adam(3e-3)
+    first = None
+    for _ in range(30):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.abs(g(l, training=True) - target))
+        opt.apply(tape.gradient(loss, g.trainable_variables), g.trainable_variables)
+        first = float(loss) if first is None else first
+    assert float(loss) < 0.6 * first
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_b0"])

@@ -1,5 +1,4 @@
 """The training loop on tiny models: objectives, stages, exact resume, signals, TensorBoard, faults."""
-import dataclasses
 import glob
 import json
 import os
@@ -174,11 +173,17 @@ def test_bad_configuration_fails_before_any_work(tmp_path, overrides, message):
 
 
 def test_flagfile_round_trips_through_absl(tmp_path):
-    cfg = tiny_config(tmp_path, objective="lsgan", cache=False)
+    """A run's flags.cfg, parsed by absl as `colorgan train --flagfile` would, gives back the very config."""
+    from absl import flags
+
+    from colorgan.cli import train as train_command
+    cfg = tiny_config(tmp_path, objective="lsgan", cache=False, lr_generator=3.5e-5, ema=0.999,
+                      generator_options="base_filters=8,depth=6", init_from="", min_colourfulness=7.5)
     training.write_flagfile(cfg, str(tmp_path / "flags.cfg"))
-    text = (tmp_path / "flags.cfg").read_text()
-    assert "--objective=lsgan" in text and "--nocache" in text and "--deterministic" in text
-    assert len(text.splitlines()) == len(dataclasses.fields(TrainConfig))
+    fv = flags.FlagValues()
+    train_command.define_flags(fv)
+    fv(["train", f"--flagfile={tmp_path / 'flags.cfg'}"])
+    assert train_command.config_from(fv) == cfg
 
 
 def test_parse_options_types():
@@ -264,3 +269,17 @@ def test_auto_precision_follows_the_cpu_and_is_recorded(tmp_path, monkeypatch, f
     assert compute == {expected}
     import keras
     assert keras.mixed_precision.global_policy().name == "float32"  # the run does not leak its policy
+
+
+def test_ema_after_a_frozen_encoder_stage_averages_every_weight_by_variable(tmp_path):
+    """Stage 1 trains the decoder only, stage 2 everything: the averages still pair with their own
+    variables (by path, not by position among the trainable ones) and cover the frozen encoder too."""
+    cfg = tiny_config(tmp_path, image_size=32, generator="backbone:mobilenet_v2",
+                      generator_options="encoder_weights=none", freeze_encoder_in_pretrain=True, ema=0.5,
+                      pretrain_steps=1, train_steps=1, eval_every=100)
+    result = training.train(cfg)
+    t = result["trainer"]
+    averaged = {weight.path: average.numpy() for average, weight in t.average.pairs()}
+    assert set(averaged) == {w.path for w in t.generator.weights}
+    for w in t.generator.weights:  # finish() put each average into its own variable
+        np.testing.assert_array_equal(w.numpy(), averaged[w.path])
