@@ -29,14 +29,10 @@ Limits, so that no client can exhaust the machine or hold up the others:
     if it never got its turn, or 504 if it was being coloured (the worker finishes it regardless).
 """
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib.resources
-import io
 import logging
 import os
-import queue
-import socket
 import sys
 import threading
 import time
@@ -45,12 +41,12 @@ import numpy as np
 import uvicorn
 from absl import flags
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import Headers
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from colorgan.errors import ColorganError, exit_on_user_error
+from colorgan.http_parts import Guard, Refusal, Worker, error_response, form_file, image_size_of, listen
 
 DEFAULT_MAX_UPLOAD_MB = 20
 DEFAULT_MAX_PIXELS = 16_000_000      # why this number: see the module docstring
@@ -60,7 +56,6 @@ DEFAULT_COLORIZE_TIMEOUT_S = 60.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 BUSY = "the server is busy; try again in a moment"
 # On every answer: nothing is cached (photos are private), and browsers must not guess content types.
-PRIVATE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 # The page must work offline: the browser itself refuses anything not inline or from here.
 PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
             "img-src 'self' blob: data:; connect-src 'self'")
@@ -90,163 +85,6 @@ def define_flags(fv):
     flags.DEFINE_bool("quiet", False, "Log only problems, not every request.", **on)
     for name in ("max_upload_mb", "max_pixels", "queue_size", "body_timeout_s", "colorize_timeout_s"):
         flags.register_validator(name, lambda value: value > 0, f"--{name} must be positive", **on)
-
-
-class Refusal(Exception):
-    """A request answered with an error; `close` drops the connection, for a body we will not read."""
-
-    def __init__(self, status, message, close=False):
-        super().__init__(message)
-        self.status, self.message, self.close = status, message, close
-
-    def response(self):
-        return error_response(self.status, self.message, {"connection": "close"} if self.close else None)
-
-
-def error_response(status, message, headers=None):
-    return JSONResponse({"error": message}, status, headers=headers)
-
-
-def image_size_of(contents):
-    """(width, height) from an image's header, without decoding its pixels."""
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(contents)) as image:
-            return image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        # UnidentifiedImageError's message names a BytesIO object, which helps nobody.
-        why = "" if isinstance(e, Image.UnidentifiedImageError) else f" ({e})"
-        raise ColorganError(f"the upload is not an image colorgan can read{why}; send a JPEG or PNG") from None
-
-
-def form_file(content_type, body):
-    """The photo in a multipart/form-data body: its `file` field, else its only complete part.
-    Parsed in memory: a form library would spool large files to a temporary file on disk."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
-    parts, header = [], [b"", b""]  # parts: [field name, data, complete?]
-
-    def on_header_end():
-        if header[0].lower() == b"content-disposition":
-            parts[-1][0] = parse_options_header(header[1])[1].get(b"name")
-        header[:] = [b"", b""]
-
-    callbacks = {"on_part_begin": lambda: parts.append([None, bytearray(), False]),
-                 "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
-                 "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
-                 "on_header_end": on_header_end,
-                 "on_part_data": lambda data, start, end: parts[-1][1].extend(data[start:end]),
-                 "on_part_end": lambda: parts[-1].__setitem__(2, True)}
-    try:
-        MultipartParser(boundary or b"-", callbacks).write(body)
-    except ValueError:  # python-multipart's parse errors are ValueErrors
-        boundary = None
-    complete = [part for part in parts if part[2]]
-    named = [part for part in complete if part[0] == b"file"] or (complete if len(complete) == 1 else [])
-    if boundary is None or not named:
-        raise Refusal(400, "send the photo as the form field `file` (curl -F file=@photo.jpg) "
-                           "or as the request body (curl --data-binary @photo.jpg)")
-    return bytes(named[0][1])
-
-
-def encode_png(rgb, icc_profile=None):
-    from PIL import Image
-    buffer = io.BytesIO()
-    options = {"icc_profile": icc_profile} if icc_profile else {}
-    # Level 1: the PNG goes over localhost, so speed matters more than a smaller file.
-    Image.fromarray(rgb, "RGB").save(buffer, format="PNG", compress_level=1, **options)
-    return buffer.getvalue()
-
-
-class Worker:
-    """One thread that owns the model, and the `capacity` slots for photos waiting for it or in it."""
-
-    def __init__(self, colorizer, capacity):
-        self.colorizer, self.capacity = colorizer, capacity
-        self.pending, self.lock = 0, threading.Lock()
-        # Unbounded on purpose: `capacity` already bounds the jobs that can wait here.
-        self.jobs = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="colorgan-model", daemon=True)
-        self.thread.start()
-
-    def full(self):
-        return self.pending >= self.capacity
-
-    def try_submit(self, contents):
-        """Image bytes -> a Future of PNG bytes (or of a ColorganError), or None when all slots are taken.
-        The slot is free again once the Future is done or cancelled."""
-        with self.lock:
-            if self.full():
-                return None
-            self.pending += 1
-        job = [contents, concurrent.futures.Future()]
-        job[1].add_done_callback(lambda _: self._finished(job))
-        self.jobs.put(job)
-        return job[1]
-
-    def _finished(self, job):
-        job[0] = None  # a cancelled photo's bytes go now, not when the worker reaches it
-        with self.lock:
-            self.pending -= 1
-
-    def _run(self):
-        from colorgan.photos import decode_photo
-        while (job := self.jobs.get()) is not None:
-            future = job[1]
-            if not future.set_running_or_notify_cancel():
-                continue  # its client gave up before its turn
-            try:
-                photo = decode_photo(job[0], name="the upload")
-                job[0] = None  # only the decoded photo stays in memory while it is coloured
-                # Encoded here too, so that only one full-size photo is ever in memory, not one per request.
-                future.set_result(encode_png(self.colorizer.colorize(photo.pixels), photo.icc_profile))
-            except Exception as e:  # the handler reports it; the worker must survive any one photo
-                future.set_exception(e)
-
-    def close(self):
-        self.jobs.put(None)
-        self.thread.join(timeout=10)  # a photo being coloured may be dropped: the process is ending
-
-
-def host_name(host_header):
-    """The name in a Host header, lower case, without its port: 'LocalHost:8000' -> 'localhost'."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host
-
-
-class Guard:
-    """ASGI middleware: answer only requests for allowed host names, and mark every answer private."""
-
-    def __init__(self, app, allowed_hosts):
-        self.app, self.allowed_hosts = app, allowed_hosts
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_private(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *PRIVATE_HEADERS]}
-            await send(message)
-
-        host = host_name(Headers(scope=scope).get("host", ""))
-        if "*" in self.allowed_hosts or host in self.allowed_hosts:
-            return await self.app(scope, receive, send_private)
-        message = (f"this server answers only for {', '.join(sorted(self.allowed_hosts))}, not for "
-                   f"Host {host or '(none)'!r}; add a name with --allowed_hosts")
-        await error_response(400, message)(scope, receive, send_private)
-
-
-def listen(host, port):
-    """A listening socket, bound before the server starts, so that a port in use is one clear error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=128)
-    except OSError as e:
-        raise ColorganError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host, "
-                            "or pick another --port if that one is in use") from None
 
 
 class ColorizeServer:

@@ -16,7 +16,7 @@ def run_train(*args, timeout=600):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_parses_and_validates(path):
+def test_config_parses_and_validates(path, tmp_path, monkeypatch):
     from absl import flags
 
     from colorgan import training
@@ -25,6 +25,10 @@ def test_config_parses_and_validates(path):
     train_command.define_flags(fv)
     fv(["train.py", f"--flagfile={path}"])
     cfg = train_command.config_from(fv)
+    if cfg.init_from:  # a recipe that continues a model names a file the user fetches (the recipe says how)
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / cfg.init_from).write_bytes(b"")
+        assert "git show" in open(path).read()
     training.validate(cfg)
     assert cfg.logdir.startswith("runs/")
 
@@ -32,7 +36,7 @@ def test_config_parses_and_validates(path):
 def test_expected_recipes_ship():
     names = {os.path.basename(p) for p in CONFIGS}
     assert {"quickstart.cfg", "pix2pix_coco.cfg", "resunet_wgangp_coco.cfg", "pretrained_coco.cfg",
-            "shared_photos.cfg"} <= names
+            "shared_photos.cfg", "vivid_photos.cfg"} <= names
 
 
 def test_seeds_baseline_settings():

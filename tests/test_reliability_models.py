@@ -144,3 +144,11 @@ def test_a_mixed_precision_generator_is_saved_with_float32_layers(tmp_path):
         keras.config.set_dtype_policy("float32")
     path = saving.save_generator(generator, tmp_path / "mixed.keras")
     assert policies(path) == {"float32"}
+
+
+def test_the_shipped_file_stores_float32_layers():
+    """A plain Keras load of the shipped model (after its layers are registered) computes in float32."""
+    import colorgan.models  # noqa: F401  registers GrayToEncoderRGB
+    assert policies(saving.DEFAULT_GENERATOR) == {"float32"}
+    model = keras.saving.load_model(saving.DEFAULT_GENERATOR, compile=False, safe_mode=True)
+    assert {layer.dtype_policy.compute_dtype for layer in model.layers} == {"float32"}
