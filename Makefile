@@ -21,7 +21,7 @@ $(FID_WEIGHTS): | $(STAMP)
 install: $(STAMP) $(FID_WEIGHTS)
 
 demo: $(STAMP)
-	$(PY) train.py --flagfile=configs/quickstart.cfg
+	$(PY) -m colorgan train --config=quickstart
 
 test: $(STAMP) $(FID_WEIGHTS) browser
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests
