@@ -289,10 +289,12 @@ def infer_torch(image_size, ngf, num_downs, mode="float32"):
                 memory=torch_gpu_peak)
 
 
-def pipeline(data, image_size, batch_size, batches):
-    """The training input pipeline (decode, resize, crop, flip, Lab), as colorgan.data builds it."""
+def pipeline(data, image_size, batch_size, batches, cache=False):
+    """The training input pipeline (decode, resize, crop, flip, Lab), as colorgan.data builds it; with
+    cache, from the decoded pixels of --cache (decoding them all once happens before the timing)."""
     from colorgan import data as data_lib
-    iterator = iter(data_lib.make_dataset(data, "train", image_size, batch_size, training=True))
+    iterator = iter(data_lib.make_dataset(data, "train", image_size, batch_size, training=True, cache=cache))
+    next(iterator)
 
     def pull():
         for _ in range(batches):

@@ -74,6 +74,7 @@ def define_flags(fv):
     flags.DEFINE_string("data", DEFAULT_DATA, "Photo source of the pipeline (and int8 calibration).", **d)
     flags.DEFINE_integer("pipeline_batches", 8, "Batches per timed pipeline call.", **d)
     flags.DEFINE_integer("pipeline_runs", 5, "Timed pipeline calls.", **d)
+    flags.DEFINE_bool("pipeline_cache", False, "Time the pipeline on --cache's decoded pixels.", **d)
     flags.DEFINE_list("torch_modes", ["auto"], "PyTorch modes timed for --compare (the fastest is compared): "
                       f"{','.join(TORCH_MODES)}; auto: those that can win on this machine.", **d)
     flags.DEFINE_integer("torch_select_steps", 2, "Timed train steps per PyTorch mode when choosing one.", **d)
@@ -103,6 +104,9 @@ def settings(fv):
     args.tflite_threads = [int(t) for t in args.tflite_threads]
     args.photo_size = tuple(int(v) for v in args.photo_size.lower().split("x"))
     args.unet_depth, args.torch_filters, args.model_overrides = 8, 64, {}
+    if args.image_size < 256:  # pix2pix's own unet_128 (7 downs) and smaller: the deepest U-Net that fits
+        args.unet_depth = max(5, args.image_size.bit_length() - 1)
+        args.model_overrides = {"baseline": dict(generator_options=f"depth={args.unet_depth}")}
     if args.smoke:
         # Tiny versions of each set-up, at 32 px, two timed steps: seconds, not minutes.
         args.image_size, args.batch_size, args.unet_depth = 32, 2, 5

@@ -153,10 +153,11 @@ def train_model(args, workers, report, name, precision, torch_mode):
 
 def pipeline_section(args, workers, report):
     with workers.case(cases.pipeline, data=args.data, image_size=args.image_size, batch_size=args.batch_size,
-                      batches=args.pipeline_batches) as worker:
+                      batches=args.pipeline_batches, cache=args.pipeline_cache) as worker:
         (t,) = measure([(worker, "batches")], 1, args.pipeline_runs)
         images = args.batch_size * args.pipeline_batches
         report["pipeline"] = dict(t, **worker.report(), data=args.data, batch_size=args.batch_size,
+                                  cache=args.pipeline_cache,
                                   images_per_run=images, images_per_second=images / t["median_s"],
                                   cores=os.cpu_count())
     report_lib.print_row("pipeline", report["pipeline"])

@@ -254,7 +254,10 @@ def decoded_photos(files):
         offsets[i], shapes[i] = position, image.shape
         pieces.append(image.reshape(-1))
         position += image.size
-    pixels = tf.constant(np.concatenate(pieces) if pieces else np.zeros(0, np.uint8))
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.uint8)
+    pieces.clear()  # at most two copies of every pixel at once: the flat array, then the tensor
+    pixels = tf.constant(flat)
+    del flat
     offsets, shapes = tf.constant(offsets), tf.constant(shapes)
 
     def image_of(i):

@@ -21,7 +21,7 @@ class TrainConfig:
     batch_size: int = dataclasses.field(default=16, metadata={"help": "Global batch size, split across replicas."})
     download: bool = dataclasses.field(default=False, metadata={"help": "Let TFDS download a missing dataset."})
     data_dir: str = dataclasses.field(default="", metadata={"help": "TFDS data directory; empty: the TFDS default."})
-    cache: bool = dataclasses.field(default=False, metadata={"help": "Hold the encoded training photos in memory."})
+    cache: bool = dataclasses.field(default=False, metadata={"help": "Decode every training photo once and hold its pixels in memory."})
     skip_gray: bool = dataclasses.field(default=True, metadata={"help": "Drop grayscale photos from training."})
     min_colourfulness: float = dataclasses.field(default=0.0, metadata={"help": "With --skip_gray, also drop training crops less colourful than this (0..255 Hasler-Suesstrunk scale; real photos ~37, sepia ~5-15); 0: off."})
     deterministic: bool = dataclasses.field(default=False, metadata={"help": "Identical batches and ops on every run (slower)."})

@@ -164,10 +164,11 @@ class Trainer:
                 self.average.update()
             logs = {k: self.strategy.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
             self.step.assign_add(1)
-            # This host's newest example; its own next index is that plus the stride, and the stream
-            # adds the worker's offset to the position it is given.
-            newest = tf.reduce_max([tf.reduce_max(i) for i in self.strategy.experimental_local_results(index)])
-            self.data_index.assign(newest - self.shard[1] + self.shard[0])
+            if index is not None:  # None: a batch held in memory (tests, benchmarks), no stream to follow
+                # This host's newest example; its own next index is that plus the stride, and the stream
+                # adds the worker's offset to the position it is given.
+                newest = tf.reduce_max([tf.reduce_max(i) for i in self.strategy.experimental_local_results(index)])
+                self.data_index.assign(newest - self.shard[1] + self.shard[0])
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in logs.values()])
             first_bad = tf.logical_and(tf.logical_not(finite), tf.equal(self.first_bad_step, 0))
             self.first_bad_step.assign(tf.where(first_bad, self.step, self.first_bad_step))
@@ -179,18 +180,14 @@ class Trainer:
             if self.encoder is not None and self.cfg.freeze_encoder_in_pretrain:
                 self.encoder.trainable = False
             self._pretrain_fn = self._distributed(self.gan.pretrain_update, with_step=False)
-        return self._pretrain_fn(l, ab, self._index(index))
+        return self._pretrain_fn(l, ab, index)
 
     def adversarial_step(self, l, ab, index=None):
         if self._adversarial_fn is None:
             if self.encoder is not None:
                 self.encoder.trainable = True
             self._adversarial_fn = self._distributed(self.gan.adversarial_update, with_step=True)
-        return self._adversarial_fn(l, ab, self._index(index))
-
-    def _index(self, index):
-        # Steps on a batch held in memory (tests, benchmarks) leave the stream position where it is.
-        return index if index is not None else self.data_index.read_value() + self.shard[1] - self.shard[0]
+        return self._adversarial_fn(l, ab, index)
 
     def check_finite(self, logs=None):
         """Raise, naming the step, if any step so far had a loss that was not finite."""
