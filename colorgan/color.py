@@ -3,6 +3,7 @@
 Everything here is plain TF, so it runs inside tf.data and tf.function and on any leading shape.
 The constants are skimage's own, so values agree with ``skimage.color.rgb2lab`` to float32 precision.
 """
+import numpy as np
 import tensorflow as tf
 
 # sRGB primaries to XYZ, as in skimage.color.colorconv.xyz_from_rgb.
@@ -16,17 +17,22 @@ L_CENTER = 50.0
 AB_SCALE = 110.0
 
 
-def _rgb_from_xyz():
-    return tf.linalg.inv(tf.constant(_XYZ_FROM_RGB, tf.float64))
+_RGB_FROM_XYZ = np.linalg.inv(np.array(_XYZ_FROM_RGB, np.float64)).tolist()
+
+
+def _times_matrix(pixels, matrix):
+    """(..., 3) pixels times a 3x3 matrix, written out per channel. tf.linalg.matvec broadcasts a batched
+    product (30x slower on a 16x256x256 batch), and a matmul's rounding can change with the batch size;
+    this is elementwise, so a photo gets the same colours alone or in a batch."""
+    channels = tf.unstack(pixels, axis=-1)
+    return tf.stack([sum(float(m) * c for m, c in zip(row, channels)) for row in matrix], axis=-1)
 
 
 def rgb_to_lab(rgb):
     """float RGB in [0, 1], shape (..., 3) -> Lab (L in [0, 100]), float32."""
     rgb = tf.convert_to_tensor(rgb, tf.float32)
     linear = tf.where(rgb > 0.04045, tf.pow((tf.maximum(rgb, 0.04045) + 0.055) / 1.055, 2.4), rgb / 12.92)
-    # tensordot is one (N, 3) x (3, 3) matmul; tf.linalg.matvec broadcasts a batched product and was
-    # 30x slower on a 16x256x256 batch.
-    xyz = tf.tensordot(linear, tf.constant(_XYZ_FROM_RGB, tf.float32), [[-1], [1]])
+    xyz = _times_matrix(linear, _XYZ_FROM_RGB)
     xyz = xyz / tf.constant(_WHITE_D65, tf.float32)
     # 7.787 and 0.008856 are skimage's (slightly rounded) CIE constants; keep them for exact parity.
     f = tf.where(xyz > 0.008856, tf.pow(tf.maximum(xyz, 0.008856), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
@@ -43,7 +49,7 @@ def lab_to_rgb(lab):
     f = tf.stack([a / 500.0 + fy, fy, tf.maximum(fy - b / 200.0, 0.0)], axis=-1)
     xyz = tf.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787)
     xyz = xyz * tf.constant(_WHITE_D65, tf.float32)
-    linear = tf.tensordot(xyz, tf.cast(_rgb_from_xyz(), tf.float32), [[-1], [1]])
+    linear = _times_matrix(xyz, _RGB_FROM_XYZ)
     rgb = tf.where(linear > 0.0031308,
                    1.055 * tf.pow(tf.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055, 12.92 * linear)
     return tf.clip_by_value(rgb, 0.0, 1.0)
