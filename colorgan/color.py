@@ -40,16 +40,38 @@ def rgb_to_lab(rgb):
     return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
+def _from_f(f):
+    """CIE's inverse of f: f^3 above 6/29, a line below; written with max and min, without a select,
+    which on a 12-megapixel photo is several passes fewer (the two pieces meet at 6/29)."""
+    knee = 0.2068966
+    high = tf.maximum(f, knee)
+    return high * high * high + (tf.minimum(f, knee) - knee) / 7.787
+
+
+def linear_channels(L, a, b):
+    """L*, a*, b* (same shape each) -> [R, G, B] in linear light, float32, not clipped: a value outside
+    [0, 1] means the colour is outside sRGB. Channel by channel, so no pass stacks or splits them."""
+    fy = (L + 16.0) / 116.0
+    return _linear_of(fy, _from_f(fy), a, b)
+
+
+def _linear_of(fy, y, a, b):
+    """linear_channels given f(Y) and the luminance Y itself (a photo's full-resolution path has both)."""
+    # skimage clamps z at 0 for impossible (negative) values; so do we.
+    x = _from_f(fy + a * (1.0 / 500.0)) * _WHITE_D65[0]
+    z = _from_f(tf.maximum(fy - b * (1.0 / 200.0), 0.0)) * _WHITE_D65[2]
+    return [float(row[0]) * x + float(row[1]) * y + float(row[2]) * z for row in _RGB_FROM_XYZ]
+
+
+def lab_to_linear(lab):
+    """Lab (..., 3) -> linear-light RGB (..., 3), float32, not clipped."""
+    lab = tf.convert_to_tensor(lab, tf.float32)
+    return tf.stack(linear_channels(*tf.unstack(lab, axis=-1)), axis=-1)
+
+
 def lab_to_rgb(lab):
     """Lab, shape (..., 3) -> float RGB clipped to [0, 1], float32. Out-of-gamut colours are clipped."""
-    lab = tf.convert_to_tensor(lab, tf.float32)
-    L, a, b = tf.unstack(lab, axis=-1)
-    fy = (L + 16.0) / 116.0
-    # skimage clamps z at 0 for impossible (negative) values; so do we.
-    f = tf.stack([a / 500.0 + fy, fy, tf.maximum(fy - b / 200.0, 0.0)], axis=-1)
-    xyz = tf.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787)
-    xyz = xyz * tf.constant(_WHITE_D65, tf.float32)
-    linear = _times_matrix(xyz, _RGB_FROM_XYZ)
+    linear = lab_to_linear(lab)
     rgb = tf.where(linear > 0.0031308,
                    1.055 * tf.pow(tf.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055, 12.92 * linear)
     return tf.clip_by_value(rgb, 0.0, 1.0)
@@ -78,37 +100,88 @@ def model_to_rgb(l, ab):
     return lab_to_rgb(decode_lab(l, ab))
 
 
-# A Lab colour is inside the sRGB gamut when it survives Lab -> RGB -> Lab within this many Lab units.
-GAMUT_TOLERANCE = 0.1
+# --------------------------------------------------------------------------------------------------
+# Full-resolution colour for photos: 8-bit sRGB in and out through tables, the gamut tested in linear
+# light. A 12-megapixel photo has 36M channel values; a power function on each, and a Lab round trip to
+# test the gamut, cost seconds, where table lookups and one 3x3 product cost a fraction of that.
+
+def _srgb_to_linear(v):
+    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+
+
+# Linear light of each 8-bit code value, and the 8-bit code of linear light in 2^16 steps: near black,
+# where the curve is steepest (12.92 x 255 codes per unit), one step is 0.05 of a code.
+_LINEAR_OF_CODE = _srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+LINEAR_STEPS = 65535
+_linear = np.arange(LINEAR_STEPS + 1) / LINEAR_STEPS
+_CODE_OF_LINEAR = np.round(255.0 * np.where(_linear > 0.0031308, 1.055 * _linear ** (1 / 2.4) - 0.055,
+                                            12.92 * _linear)).astype(np.uint8)
+del _linear
+
+# Linear RGB this far outside [0, 1] still counts as inside the gamut: clipping it moves L* by < 0.05.
+GAMUT_TOLERANCE = 1e-4
 GAMUT_SEARCH_STEPS = 8
 
 
-def lightness_preserving_rgb(lab):
-    """Lab (..., 3) -> RGB in [0, 1], pulling out-of-gamut colours towards gray at constant L and hue.
+def luminance_of_srgb8(images):
+    """uint8 sRGB (..., 3) -> luminance Y (...), the white's being 1: three table lookups and one row of
+    the matrix per pixel. L* depends on Y alone."""
+    linear = tf.unstack(tf.gather(tf.constant(_LINEAR_OF_CODE), tf.cast(images, tf.int32)), axis=-1)
+    return sum(float(m) * c for m, c in zip(_XYZ_FROM_RGB[1], linear))
+
+
+def f_of_luminance(y):
+    """CIE's f(Y) = (L* + 16) / 116: a cube root above 0.008856, a line below."""
+    return tf.where(y > 0.008856, tf.pow(tf.maximum(y, 0.008856), 1.0 / 3.0), 7.787 * y + 16.0 / 116.0)
+
+
+def lightness_of_srgb8(images):
+    """uint8 sRGB (..., 3) -> L* (..., 1), float32: the same L* as ``rgb_to_lab`` to float precision."""
+    return (116.0 * f_of_luminance(luminance_of_srgb8(images)) - 16.0)[..., None]
+
+
+def _in_gamut(channels):
+    inside = None
+    for c in channels:
+        ok = (c >= -GAMUT_TOLERANCE) & (c <= 1.0 + GAMUT_TOLERANCE)
+        inside = ok if inside is None else inside & ok
+    return inside
+
+
+def lab_to_srgb8(L, a, b):
+    """L*, a*, b* (same shape each) -> uint8 sRGB (..., 3), pulling out-of-gamut colours towards gray at
+    constant L and hue.
 
     Plain clipping of an impossible colour (a saturated blue on a bright pixel, say) changes its
-    lightness; here its chroma is reduced instead, by bisection, until the colour exists in sRGB.
-    Only the out-of-gamut pixels are searched, so in-gamut photos cost one extra round trip.
+    lightness; here its chroma is reduced instead, by bisection, until the colour exists in sRGB. Only
+    the out-of-gamut pixels are searched.
     """
-    rgb = lab_to_rgb(lab)
-    error = tf.reduce_max(tf.abs(rgb_to_lab(rgb) - lab), axis=-1)
-    where = tf.where(error > GAMUT_TOLERANCE)
-    outside = tf.gather_nd(lab, where)
-    lightness, chroma = outside[:, :1], outside[:, 1:]
+    fy = (tf.cast(L, tf.float32) + 16.0) / 116.0
+    return srgb8_of(fy, _from_f(fy), a, b)
+
+
+def srgb8_of(fy, y, a, b):
+    """``lab_to_srgb8`` given f(Y) and the luminance Y, as a photo's full-resolution path has them."""
+    a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
+    channels = _linear_of(fy, y, a, b)
+    where = tf.where(tf.logical_not(_in_gamut(channels)))
+    fy_out, y_out, a_out, b_out = (tf.gather_nd(t, where) for t in (fy, y, a, b))
 
     def halve_the_interval(low, high):
         middle = (low + high) / 2.0
-        candidate = tf.concat([lightness, chroma * middle], axis=-1)
-        inside = tf.reduce_max(tf.abs(rgb_to_lab(lab_to_rgb(candidate)) - candidate),
-                               axis=-1, keepdims=True) <= GAMUT_TOLERANCE
+        inside = _in_gamut(_linear_of(fy_out, y_out, a_out * middle, b_out * middle))
         return tf.where(inside, middle, low), tf.where(inside, high, middle)
 
     # low stays inside the gamut (gray always is), high outside; a loop keeps the graph small.
-    low, high = tf.while_loop(lambda low, high: True, halve_the_interval,
-                              (tf.zeros_like(lightness), tf.ones_like(lightness)),
-                              maximum_iterations=GAMUT_SEARCH_STEPS)
-    mapped = lab_to_rgb(tf.concat([lightness, chroma * low], axis=-1))
-    return tf.tensor_scatter_nd_update(rgb, where, mapped)
+    low, _ = tf.while_loop(lambda low, high: True, halve_the_interval,
+                           (tf.zeros_like(fy_out), tf.ones_like(fy_out)), maximum_iterations=GAMUT_SEARCH_STEPS)
+    mapped = _linear_of(fy_out, y_out, a_out * low, b_out * low)
+    table = tf.constant(_CODE_OF_LINEAR)
+    codes = []
+    for channel, inside_value in zip(channels, mapped):
+        channel = tf.tensor_scatter_nd_update(channel, where, inside_value)
+        codes.append(tf.gather(table, tf.cast(tf.clip_by_value(channel, 0.0, 1.0) * LINEAR_STEPS + 0.5, tf.int32)))
+    return tf.stack(codes, axis=-1)
 
 
 def colourfulness(rgb):

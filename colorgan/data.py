@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -93,9 +94,14 @@ def train_transform(rgb, image_size, seed):
     return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
-def eval_transform(rgb, image_size):
-    """Resize and centre-crop, no randomness."""
-    return tf.clip_by_value(center_crop(resize_shorter_side(rgb, image_size), image_size), 0.0, 1.0)
+def eval_transform(rgb, image_size, resize="center_crop"):
+    """No randomness: the shorter side resized and the centre cropped, or (``straight``, evaluate.py's
+    protocol) the whole photo resized to a square, bicubic."""
+    if resize == "straight":
+        rgb = tf.image.resize(rgb, [image_size, image_size], method="bicubic", antialias=True)
+    else:
+        rgb = center_crop(resize_shorter_side(rgb, image_size), image_size)
+    return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,10 +135,54 @@ def list_images(folder):
     return sorted(found)
 
 
+def _unit_hash(text):
+    """A fixed number in [0, 1) for a text, the same on every run and machine."""
+    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
 def split_of(relative_path, val_share):
     """'train' or 'val' for a file, from a fixed hash of its relative path, the same on every run."""
-    digest = hashlib.md5(relative_path.replace(os.sep, "/").encode("utf-8")).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < val_share else "train"
+    return "val" if _unit_hash(relative_path.replace(os.sep, "/")) < val_share else "train"
+
+
+def source_of(relative_path):
+    """A photo's source: its first folder below the data folder, or for a photo at the top its file name
+    up to the first '_' (``../shared/data`` names files ``clothing_...``, ``pets_...``)."""
+    parts = relative_path.replace(os.sep, "/").split("/")
+    return parts[0] if len(parts) > 1 else parts[0].split("_", 1)[0]
+
+
+def parse_source_weights(text):
+    """'clothing=0.5,pets=2' -> {'clothing': 0.5, 'pets': 2.0}; every weight a non-negative number."""
+    weights = {}
+    for item in filter(None, (t.strip() for t in str(text).split(","))):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            weights[name.strip()] = -1.0
+        if not name.strip() or not weights[name.strip()] >= 0:
+            raise ColorganError(f"bad source weight {item!r}: write --source_weights=SOURCE=WEIGHT,... with "
+                                "weights of 0 or more (0 leaves a source out)")
+    return weights
+
+
+def weight_sources(files, base, weights):
+    """An epoch with each source's photos ``weight`` times over: the whole part of a weight repeats every
+    photo of the source, the fraction keeps that share of them (chosen by a fixed hash of the path)."""
+    relative = [os.path.relpath(f, base) if base else os.path.basename(f) for f in files]
+    sources = [source_of(r) for r in relative]
+    unknown = sorted(set(weights) - set(sources))
+    if unknown:
+        raise ColorganError(f"--source_weights names {', '.join(unknown)}, not a source of this data; its "
+                            f"sources are {', '.join(sorted(set(sources)))}")
+    weighted = []
+    for path, rel, source in zip(files, relative, sources):
+        w = weights.get(source, 1.0)
+        weighted += [path] * (int(w) + (_unit_hash("weight:" + rel) < w - int(w)))
+    if not weighted:
+        raise ColorganError("--source_weights leaves no photo to train on: give some source a weight above 0")
+    return weighted
 
 
 def sample_photo_files():
@@ -147,8 +197,9 @@ def sample_photo_files():
     return paths
 
 
-def source_files(source, split="all", val_share=0.05):
-    """The image files of a file-based source ('folder:PATH' or 'samples') that belong to ``split``."""
+def source_files(source, split="all", val_share=0.05, weights=None):
+    """The image files of a file-based source ('folder:PATH' or 'samples') that belong to ``split``,
+    repeated or thinned per source by ``weights`` (``weight_sources``) when given."""
     if split not in SPLITS:
         raise ColorganError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     kind, arg = parse_source(source)
@@ -167,17 +218,19 @@ def source_files(source, split="all", val_share=0.05):
         where = "the installed packages" if kind == "samples" else repr(arg)
         raise ColorganError(f"no images for split {split!r} in {where}: add jpg/png/bmp/gif/webp files "
                             "there, or change --val_share")
-    return files
+    return weight_sources(files, base, weights) if weights else files
 
 
-def count_examples(source, split, val_share=0.05, download=False, data_dir=None):
+def count_examples(source, split, val_share=0.05, download=False, data_dir=None, weights=None):
     """Photos in a source's split, checked before any work starts: a missing dataset fails here.
 
     For TFDS this reads only the dataset's metadata; None if it will be downloaded on first use.
     """
     kind, arg = parse_source(source)
     if kind != "tfds":
-        return len(source_files(source, split, val_share))
+        return len(source_files(source, split, val_share, weights))
+    if weights:
+        raise ColorganError(f"--source_weights applies to folder sources, not to the TFDS dataset {arg!r}")
     builder = _tfds_builder(arg, data_dir)
     if not builder.is_prepared():
         if download:
@@ -205,8 +258,10 @@ def _tfds_builder(name, data_dir):
 
 
 def load_tfds(name, split, download=False, data_dir=None, shuffle_seed=None, shard=(1, 0)):
-    """A TFDS split as a dataset of float RGB images.
+    """A TFDS split as a dataset of encoded photos (the bytes TFDS stores), in a fixed order.
 
+    Photos stay encoded until the pipeline crops them: a shuffle buffer of bytes is a tenth of one of
+    pixels, and a resumed run can pass over what it had read without decoding it.
     shuffle_seed: read the files in an order drawn from it (a fresh one each epoch), so that training
         does not rely on a small shuffle buffer alone to mix 100k photos stored in order.
     shard: (workers, this worker) to read only this worker's share of the files, when the dataset has
@@ -217,18 +272,20 @@ def load_tfds(name, split, download=False, data_dir=None, shuffle_seed=None, sha
     workers, worker = shard
     by_file = workers > 1 and builder.is_prepared() and min(
         len(builder.info.splits[s].file_instructions) for s in tfds_split.split("+")) >= workers
+    in_order = tf.data.Options()
+    in_order.deterministic = True  # the files' interleaving too: the stream is a function of the seed
     read_config = tfds.ReadConfig(
-        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True,
+        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True, options=in_order,
         input_context=tf.distribute.InputContext(workers, worker, workers) if by_file else None)
     try:
         ds = tfds.load(name, split=tfds_split, download=download, data_dir=data_dir,
-                       shuffle_files=shuffle_seed is not None, read_config=read_config)
+                       shuffle_files=shuffle_seed is not None, read_config=read_config,
+                       decoders={"image": tfds.decode.SkipDecoding()})
     except (AssertionError, FileNotFoundError) as e:
         raise _missing_tfds(name, tfds_split, str(e).splitlines()[0][:120]) from None
     if workers > 1 and not by_file:
         ds = ds.shard(workers, worker)
-    return ds.map(lambda ex: tf.image.convert_image_dtype(ex["image"], tf.float32),
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(lambda example: example["image"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,13 +325,16 @@ def decoded_photos(files):
     return image_of
 
 
-def _file_stream(files, image_size, training, seed, start_index, shard, cache):
+def _file_stream(files, image_size, training, seed, start_index, shard, cache, resize):
     """Dataset of (rgb, index): the image at each stream index, errors dropped."""
     n = len(files)
     paths = tf.constant(files)
     if cache:
-        # Decode every photo once and hold the pixels: a step then only crops, flips and converts.
-        image_of = decoded_photos(files)
+        # Decode every photo once and hold the pixels: a step then only crops, flips and converts. A photo
+        # that an epoch holds twice (--source_weights) is held once.
+        unique, position = np.unique(np.array(files), return_inverse=True)
+        decoded, position = decoded_photos(list(unique)), tf.constant(position, tf.int64)
+        image_of = lambda i: decoded(tf.gather(position, i))
     else:
         image_of = lambda i: decode_image(tf.io.read_file(tf.gather(paths, i)))
 
@@ -291,7 +351,7 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache):
                 index % n, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
             rgb = train_transform(image_of(file_index), image_size, tf.stack([tf.cast(seed, tf.int64), index]))
         else:
-            rgb = eval_transform(image_of(index), image_size)
+            rgb = eval_transform(image_of(index), image_size, resize)
         return rgb, index
 
     # In order, still parallel: skip counting and the resume position read the order of the indices.
@@ -340,11 +400,13 @@ def _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourf
 
 def make_dataset(source, split, image_size, batch_size, training, *, val_share=0.05, seed=0,
                  deterministic=False, cache=False, skip_gray=None, start_index=0, with_stats=False,
-                 shard=(1, 0), download=False, data_dir=None, drop_remainder=None, min_colourfulness=0.0):
+                 shard=(1, 0), download=False, data_dir=None, drop_remainder=None, min_colourfulness=0.0,
+                 resize="center_crop", source_weights=None):
     """A ``tf.data.Dataset`` of normalised ``(L, ab)`` batches, shaped (B, S, S, 1) and (B, S, S, 2).
 
     training: random crop and flip, an endless stream in a fresh order every epoch; otherwise one
-        deterministic pass with resize and centre crop.
+        deterministic pass with ``resize``: center_crop, or straight (the whole photo squashed to a square,
+        as evaluate.py scores).
     skip_gray: drop grayscale photos (they teach the model to output gray); default: when training.
     min_colourfulness: with skip_gray, also drop photos (their crops, when training) less colourful than
         this on the 0..255 scale of ``metrics.colourfulness`` (real photos average about 37; sepia ~5-15).
@@ -353,6 +415,7 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         ``gray`` counts, and the same counts within the example's epoch (``*_in_epoch``), which the
         training loop logs once per epoch.
     shard: (number of input pipelines, this pipeline's id) when several workers read the same source.
+    source_weights: when training, {source: weight} to repeat or thin each source's photos (weight_sources).
     """
     kind, arg = parse_source(source)
     if int(image_size) < 1 or int(batch_size) < 1:
@@ -361,19 +424,23 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
     drop_remainder = training if drop_remainder is None else drop_remainder
 
     if kind == "tfds":
-        images = load_tfds(arg, split, download=download, data_dir=data_dir,
-                           shuffle_seed=seed if training else None, shard=shard)
+        encoded = load_tfds(arg, split, download=download, data_dir=data_dir,
+                            shuffle_seed=seed if training else None, shard=shard)
         if training:
-            images = images.repeat().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
-        indexed = images.enumerate(start=start_index)
-        stream = indexed.map(
-            lambda i, rgb: ((train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
-                             if training else eval_transform(rgb, image_size)), i),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            encoded = encoded.repeat().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+        # The order is a function of the seed, so a resumed run reads past the photos it had reached (bytes
+        # only, nothing decoded) and goes on with the same stream. Indices count this worker's photos.
+        indexed = encoded.skip(start_index).enumerate(start=start_index)
+
+        def load(i, contents):
+            rgb = decode_image(contents)
+            return (train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), i])) if training
+                    else eval_transform(rgb, image_size, resize)), i
+        stream = indexed.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
         first_index, stride, epoch_size = start_index, 1, 2 ** 62  # TFDS streams have no file epochs
     else:
-        files = source_files(source, split, val_share)
-        stream = _file_stream(files, image_size, training, seed, start_index, shard, cache)
+        files = source_files(source, split, val_share, source_weights if training else None)
+        stream = _file_stream(files, image_size, training, seed, start_index, shard, cache, resize)
         first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
         epoch_size = len(files) if training else 2 ** 62
 
@@ -393,7 +460,9 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         ds = ds.cache()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = bool(deterministic)
+    # A TFDS stream is replayed to resume, so its files interleave in order too (every map above keeps
+    # order anyway); elsewhere --deterministic lets every op trade order for speed.
+    options.deterministic = bool(deterministic) or kind == "tfds"
     return ds.with_options(options)
 
 

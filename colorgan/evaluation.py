@@ -8,7 +8,7 @@ Protocol (that of the published colorization papers, so that numbers compare):
   is off by about one level per channel, which moves PSNR by ~0.1 dB);
 * the photo is coloured exactly as ``colorize`` colours it (``colorgan.inference``): its L, resized to the
   model's own size, goes in; the predicted ab is resized back and joined with the photo's L, and
-  out-of-gamut colours are pulled towards gray at constant L (``color.lightness_preserving_rgb``);
+  out-of-gamut colours are pulled towards gray at constant L (``color.lab_to_srgb8``);
 * every metric compares uint8 RGB (or the ab of uint8 RGB) with the real photo: PSNR, SSIM, ab MAE,
   AuC of the ab-error curve (0..150), colourfulness and its gap to the real photos, and FID
   (see ``colorgan/metrics.py`` and ``colorgan/inception.py``).

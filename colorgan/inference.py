@@ -9,7 +9,7 @@ rounding and gamut clipping, exactly its lightness.
     ab = colorizer.predict_ab(l)                     # normalised L (B,S,S,1) -> normalised ab (B,S,S,2)
     rgb = colorizer.colorize(photos.read_photo("cat.jpg").pixels)   # uint8 HxWxC -> uint8 HxWx3
 
-Out-of-gamut colours are pulled towards gray at constant lightness (``color.lightness_preserving_rgb``).
+Out-of-gamut colours are pulled towards gray at constant lightness (``color.lab_to_srgb8``).
 """
 import json
 import os
@@ -39,46 +39,48 @@ def to_rgb_float(images):
     return tf.broadcast_to(rgb, tf.concat([tf.shape(rgb)[:-1], [3]], axis=0))
 
 
+def rgb8(images):
+    """uint8 images (..., H, W, C) with C = 1, 3 or 4 -> uint8 RGB (..., H, W, 3): gray is broadcast to
+    three equal channels (a = b = 0 in Lab), an alpha channel dropped."""
+    rgb = images[..., :3]
+    return tf.broadcast_to(rgb, tf.concat([tf.shape(rgb)[:-1], [3]], axis=0))
+
+
 def prepare(images, image_size):
     """uint8 photos (B, H, W, C) -> (full-resolution L (B, H, W, 1), model input L (B, S, S, 1)).
 
     The model input is made like the training data: the RGB photo is resized to S x S (antialiased,
-    so large photos do not alias) and then converted to Lab.
+    so large photos do not alias) and then converted to Lab. The full-resolution L comes from the
+    photo's luminance alone (``color.lightness_of_srgb8``).
     """
-    rgb = to_rgb_float(images)
-    l_full, _ = color.rgb_to_model(rgb)
-    small = tf.image.resize(rgb, (image_size, image_size), method="bilinear", antialias=True)
+    l_full = color.lightness_of_srgb8(rgb8(images)) / color.L_CENTER - 1.0
+    small = tf.image.resize(to_rgb_float(images), (image_size, image_size), method="bilinear", antialias=True)
     l_model, _ = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
     return l_full, l_model
 
 
 def finish(l_full, ab_model):
     """Full-resolution L (B, H, W, 1) and model ab (B, S, S, 2) -> uint8 RGB (B, H, W, 3)."""
-    ab_full = tf.image.resize(tf.cast(ab_model, tf.float32), tf.shape(l_full)[1:3], method="bilinear")
-    rgb = color.lightness_preserving_rgb(color.decode_lab(l_full, ab_full))
-    return tf.cast(tf.round(rgb * 255.0), tf.uint8)
+    ab = tf.image.resize(tf.cast(ab_model, tf.float32), tf.shape(l_full)[1:3], method="bilinear") * color.AB_SCALE
+    return color.lab_to_srgb8((l_full[..., 0] + 1.0) * color.L_CENTER, ab[..., 0], ab[..., 1])
 
 
 def finish_strip(rows, ab):
-    """uint8 rows of a photo (h, W, C) and their full-resolution ab (h, W, 2) -> uint8 RGB (h, W, 3)."""
-    l, _ = color.rgb_to_model(to_rgb_float(rows))
-    return tf.cast(tf.round(color.lightness_preserving_rgb(color.decode_lab(l, ab)) * 255.0), tf.uint8)
+    """uint8 rows of a photo (h, W, C) and their full-resolution ab (h, W, 2) -> uint8 RGB (h, W, 3).
+    The rows' luminance gives their L* directly, with no Lab conversion of the photo."""
+    y = color.luminance_of_srgb8(rgb8(rows))
+    ab = ab * color.AB_SCALE
+    return color.srgb8_of(color.f_of_luminance(y), y, ab[..., 0], ab[..., 1])
 
 
 # ---------------------------------------------------------------------------------------------
 # One interface over the four ways a generator can be stored.
 # ---------------------------------------------------------------------------------------------
 
-# Photos above this many pixels are coloured in strips of about STRIP_PIXELS, to bound memory.
-LARGE_PHOTO_PIXELS = 16_000_000
-STRIP_PIXELS = 4_000_000
-
-
-def bilinear_taps(size_out, size_in):
-    """Source indices and weights of tf.image.resize's bilinear sampling (half-pixel centres) on one axis."""
-    coords = np.clip((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0, size_in - 1)
-    low = np.floor(coords).astype(np.int64)
-    return low, np.minimum(low + 1, size_in - 1), (coords - low).astype(np.float32)
+# Photos above this many pixels are coloured one at a time in strips of about STRIP_PIXELS, which bounds
+# memory (a 12-megapixel photo whole would take about 1 GB of float tensors) and runs faster too.
+LARGE_PHOTO_PIXELS = 4_000_000
+STRIP_PIXELS = 1_000_000
 
 
 class Colorizer:
@@ -94,6 +96,9 @@ class Colorizer:
         self._prepare = tf.function(lambda images: prepare(images, self.image_size), input_signature=[spec])
         self._finish = tf.function(finish, input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32),
                                                             tf.TensorSpec([None, None, None, 2], tf.float32)])
+        self._resize_ab = tf.function(lambda ab, size: tf.image.resize(ab, size, method="bilinear"),
+                                      input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32),
+                                                       tf.TensorSpec([2], tf.int32)])
         self._finish_strip = tf.function(finish_strip, input_signature=[tf.TensorSpec([None, None, None], tf.uint8),
                                                                         tf.TensorSpec([None, None, 2], tf.float32)])
 
@@ -113,27 +118,22 @@ class Colorizer:
         return self._finish(l_full, np.asarray(ab, np.float32)).numpy()
 
     def _colorize_in_strips(self, image):
-        """One very large photo with bounded memory: the whole-image float tensors of ``finish`` would
-        need ~76 bytes a pixel (8 GB for 108 MP); strips of rows need the uint8 input and output and
-        one strip's floats. The model input comes from PIL's antialiased resize of the uint8 photo."""
+        """One large photo with bounded memory: the whole-image float tensors of ``finish`` would need
+        ~76 bytes a pixel (8 GB for 108 MP); strips of rows need the uint8 input and output, the ab
+        resized to full size (8 bytes a pixel) and one strip's floats. The model input comes from PIL's
+        antialiased resize of the uint8 photo."""
         from PIL import Image
         height, width = image.shape[:2]
         pixels = image[..., 0] if image.shape[-1] == 1 else image[..., :3]
         small = np.asarray(Image.fromarray(pixels).convert("RGB").resize(
             (self.image_size, self.image_size), Image.BILINEAR), np.float32) / 255.0
         l_model, _ = color.rgb_to_model(small[None])
-        ab = np.asarray(self.predict_ab(l_model.numpy()), np.float32)[0]
-        # tf.image.resize's bilinear sampling (half-pixel centres), separable: columns once, rows per strip.
-        rows_lo, rows_hi, rows_frac = bilinear_taps(height, self.image_size)
-        cols_lo, cols_hi, cols_frac = bilinear_taps(width, self.image_size)
-        ab_wide = ab[:, cols_lo] * (1.0 - cols_frac)[None, :, None] + ab[:, cols_hi] * cols_frac[None, :, None]
+        ab = self._resize_ab(np.asarray(self.predict_ab(l_model.numpy()), np.float32), tf.constant([height, width]))
         out = np.empty((height, width, 3), np.uint8)
         strip = max(1, STRIP_PIXELS // width)
         for top in range(0, height, strip):
             rows = slice(top, min(top + strip, height))
-            fy = rows_frac[rows][:, None, None]
-            ab_strip = ab_wide[rows_lo[rows]] * (1.0 - fy) + ab_wide[rows_hi[rows]] * fy
-            out[rows] = self._finish_strip(image[rows], ab_strip).numpy()
+            out[rows] = self._finish_strip(image[rows], ab[0, rows]).numpy()
         return out
 
     def colorize(self, image):

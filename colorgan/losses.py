@@ -6,7 +6,7 @@ Critic outputs are patch grids, so each example's loss is the mean over its patc
 """
 import tensorflow as tf
 
-from colorgan import color
+from colorgan import ab_bins, color
 
 
 def _per_example_mean(x):
@@ -109,3 +109,21 @@ def perceptual_loss(features, fake_rgb, real_rgb):
         scale = _per_example_mean(tf.square(real)) + 1e-6
         per_layer.append(_per_example_mean(tf.square(fake - real)) / scale)
     return tf.add_n(per_layer) / len(per_layer)
+
+
+def rebalanced_cross_entropy(logits, real_ab, class_weights):
+    """Zhang et al.'s class-rebalanced multinomial loss: -sum_q Z_q log softmax(logits)_q per pixel, times
+    the rebalancing weight of the pixel's nearest class, averaged over the pixels.
+
+    ``logits`` (B, H, W, Q) from the generator's class head; ``real_ab`` (B, H, W, 2) in model units (ab/110);
+    ``class_weights`` (Q,) from ``ab_bins.rebalancing_weights``. Z, the soft encoding, has five non-zero
+    classes per pixel, so only those five log-probabilities are gathered. A head below full resolution
+    is scored against the photo's ab averaged over each of its cells.
+    """
+    real_ab = tf.cast(real_ab, tf.float32)
+    if logits.shape[1] != real_ab.shape[1] or logits.shape[2] != real_ab.shape[2]:
+        real_ab = tf.image.resize(real_ab, tf.shape(logits)[1:3], method="area")
+    indices, target = ab_bins.soft_encode(real_ab * color.AB_SCALE)
+    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    cross_entropy = -tf.reduce_sum(target * tf.gather(log_p, indices, batch_dims=3), axis=-1)
+    return _per_example_mean(tf.gather(tf.cast(class_weights, tf.float32), indices[..., 0]) * cross_entropy)

@@ -13,6 +13,7 @@ import re
 import tempfile
 
 import keras
+from absl import logging
 
 from colorgan.errors import ColorganError
 from colorgan.models import build_generator
@@ -246,15 +247,29 @@ def _check_colorizer_shapes(model, path):
                         "where a colorgan generator takes L as (None, S, S, 1) and gives ab as (None, S, S, 2)")
 
 
+def _output_layer_weights(model):
+    """The weights of the last layer that has any: the colour head of a generator."""
+    return next(layer.weights for layer in reversed(model.layers) if layer.weights)
+
+
 def copy_weights(path, model):
     """Start ``model`` from the weights of the saved model at ``path`` (--init_from): the same
-    architecture, at any image size, since a convolutional net's weights do not depend on it."""
+    architecture, at any image size, since a convolutional net's weights do not depend on it.
+
+    A generator whose colour head differs (tanh regression in the file, Zhang's classes in the run, or
+    the reverse) takes every weight but the head's, which starts fresh.
+    """
     source = load_keras_file(path, colorizer=False)  # a critic too; the weight shapes are checked below
     theirs, ours = source.weights, model.weights
-    if [tuple(w.shape) for w in theirs] != [tuple(w.shape) for w in ours]:
-        raise ColorganError(f"{path} holds a {source.name} ({len(theirs)} weights), which does not fit this "
-                            f"run's {model.name} ({len(ours)} weights): pass a model of the same "
-                            "architecture and options")
+    shapes = lambda weights: [tuple(w.shape) for w in weights]
+    if shapes(theirs) != shapes(ours):
+        their_head, our_head = len(_output_layer_weights(source)), len(_output_layer_weights(model))
+        if shapes(theirs[:-their_head]) != shapes(ours[:-our_head]):
+            raise ColorganError(f"{path} holds a {source.name} ({len(theirs)} weights), which does not fit this "
+                                f"run's {model.name} ({len(ours)} weights): pass a model of the same "
+                                "architecture and options")
+        logging.info("--init_from %s: every weight but the colour head's, which is new to this run", path)
+        theirs, ours = theirs[:-their_head], ours[:-our_head]
     for mine, saved in zip(ours, theirs):
         mine.assign(saved.value)
 

@@ -2,6 +2,7 @@
 
 Usage: python distributed_worker.py STRATEGY LOGDIR WEIGHTS.npz [LOGICAL_CPUS]
        python distributed_worker.py clip - NORMS.npz LOGICAL_CPUS   (the norm of clipped SGD updates)
+       python distributed_worker.py float16 - OUT.npz LOGICAL_CPUS  (loss scaling with one replica's gradient inf)
 """
 import os
 import signal
@@ -45,9 +46,43 @@ def clipped_update_norms(clip_norm=1.0, steps=3):
     return np.array(norms), mirrored.num_replicas_in_sync
 
 
+def float16_step_with_one_bad_replica():
+    """One float16 step where only replica 1's photos give a non-finite gradient: every replica must skip
+    the update and halve the loss scale, or the mirrored weights part ways."""
+    mirrored = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    cfg = training.TrainConfig(batch_size=4, pretrain_l1_weight=1.0)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    with mirrored.scope():
+        generator = models.build_generator("unet", 32, base_filters=4, depth=5, norm="instance")
+        g_opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3))
+        g_opt.build(generator.trainable_variables)
+    gan = ColorGAN(cfg, generator, None, g_opt, None)
+    rng = np.random.default_rng(0)
+    l = rng.uniform(-1, 1, (4, 32, 32, 1)).astype(np.float32)
+    l[2:] = np.nan  # the second replica's half of the batch
+    ab = rng.uniform(-1, 1, (4, 32, 32, 2)).astype(np.float32)
+    step = tf.function(lambda l, ab: mirrored.run(gan.pretrain_update, (l, ab)))
+
+    def moves(l):
+        before = [v.numpy() for v in generator.trainable_variables]
+        step(*next(iter(mirrored.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices((l, ab)).batch(4)))))
+        return [[float(np.abs(r.numpy() - b).max()) for r in mirrored.experimental_local_results(v._value)]
+                for v, b in zip(generator.trainable_variables, before)]
+    scale_before = float(g_opt.dynamic_scale.numpy())
+    skipped = moves(l)
+    scales = [float(s.numpy()) for s in mirrored.experimental_local_results(g_opt.dynamic_scale._value)]
+    trained = moves(np.nan_to_num(l, nan=0.5))  # all finite: a real update
+    return np.array(skipped), np.array(trained), np.array(scales), scale_before, mirrored.num_replicas_in_sync
+
+
 if strategy == "clip":
     norms, replicas = clipped_update_norms()
     np.savez(out_path, norms=norms, replicas=replicas)
+    sys.exit(0)
+if strategy == "float16":
+    moved, trained, scales, scale_before, replicas = float16_step_with_one_bad_replica()
+    np.savez(out_path, moved=moved, trained=trained, scales=scales, scale_before=scale_before, replicas=replicas)
     sys.exit(0)
 
 # Record the stream indices each step reads on this worker (the resume test compares them).

@@ -66,3 +66,31 @@ def test_works_inside_tf_data():
     ds = tf.data.Dataset.from_tensor_slices(rgb).map(color.rgb_to_lab)
     got = np.stack(list(ds.as_numpy_iterator()))
     np.testing.assert_allclose(got, skcolor.rgb2lab(rgb.astype(np.float64)), atol=1e-3)
+
+
+def test_lightness_of_8bit_photos_comes_from_luminance_alone_and_matches_skimage():
+    codes = np.random.default_rng(1).integers(0, 256, (200_000, 3), dtype=np.uint8)
+    ours = color.lightness_of_srgb8(codes).numpy()[:, 0]
+    np.testing.assert_allclose(ours, skcolor.rgb2lab(codes[None] / 255.0)[0, :, 0], atol=1e-3, rtol=0)
+
+
+def test_8bit_colours_survive_lab_and_back_through_the_tables():
+    codes = np.random.default_rng(2).integers(0, 256, (200_000, 3), dtype=np.uint8)
+    lab = skcolor.rgb2lab(codes[None] / 255.0)[0].astype(np.float32)
+    back = color.lab_to_srgb8(lab[:, 0], lab[:, 1], lab[:, 2]).numpy()
+    difference = np.abs(back.astype(int) - codes)
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.999
+
+
+def test_out_of_gamut_colours_keep_their_lightness_and_hue_and_lose_chroma():
+    rng = np.random.default_rng(3)
+    L = rng.uniform(5, 95, 20_000).astype(np.float32)
+    a, b = (rng.uniform(-120, 120, 20_000).astype(np.float32) for _ in range(2))
+    out = color.lab_to_srgb8(L, a, b).numpy()
+    lab = skcolor.rgb2lab(out[None] / 255.0)[0]
+    assert np.abs(lab[:, 0] - L).max() < 1.0  # uint8 rounding, not the tens that clipping costs
+    # Hue kept: the output's (a, b) points the way the asked-for one does (where it kept some chroma).
+    kept = np.hypot(lab[:, 1], lab[:, 2]) > 10
+    cosine = (lab[kept, 1] * a[kept] + lab[kept, 2] * b[kept]) / (np.hypot(lab[kept, 1], lab[kept, 2]) * np.hypot(a[kept], b[kept]))
+    assert np.percentile(cosine, 1) > 0.98
+    assert np.all(np.hypot(lab[:, 1], lab[:, 2]) <= np.hypot(a, b) + 1.5)  # chroma only ever drops

@@ -50,13 +50,14 @@ def test_folder_with_good_and_bad_files(photos, model_file, tmp_path, capsys):
     assert "broken.jpg" in captured.err and "truncated.png" in captured.err
     assert "Traceback" not in captured.err
     # The output tree mirrors the input tree, every photo at its own size.
-    for source, target in [("coffee.jpg", "coffee.png"), ("trip/cat.png", "trip/cat.png"),
+    # The default keeps each photo's format: a JPEG comes out a JPEG, a PNG a PNG.
+    for source, target in [("coffee.jpg", "coffee.jpg"), ("trip/cat.png", "trip/cat.png"),
                            ("trip/day2/gray.png", "trip/day2/gray.png"),
-                           ("trip/day2/same_size.jpg", "trip/day2/same_size.png")]:
+                           ("trip/day2/same_size.jpg", "trip/day2/same_size.jpg")]:
         with Image.open(photos / source) as original, Image.open(out / target) as colorized:
             assert colorized.size == original.size and colorized.mode == "RGB", target
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
-        ".colorgan-outputs", "cat.png", "coffee.png", "gray.png", "same_size.png"]  # the list of what it wrote
+        ".colorgan-outputs", "cat.png", "coffee.jpg", "gray.png", "same_size.jpg"]  # the list of what it wrote
 
     # A second run leaves finished photos alone unless asked.
     status = colorize("--model", model_file, "--output_dir", out, photos)
@@ -182,4 +183,4 @@ def test_a_name_that_starts_with_a_dash(photos, model_file, tmp_path, monkeypatc
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "put -- before a file name that starts with a dash" in error
     assert colorize("--model", model_file, "--output_dir", tmp_path / "out", "--", "-weird.jpg") == 0
-    assert (tmp_path / "out" / "-weird.png").is_file()
+    assert (tmp_path / "out" / "-weird.jpg").is_file()

@@ -268,3 +268,82 @@ def test_tfds_training_shuffles_the_files_by_seed_and_shards_per_worker(tmp_path
     val = data.make_dataset("tfds:tiny_photos", "val", image_size=32, batch_size=4, training=False,
                             data_dir=str(tmp_path))
     assert next(iter(val)) is not None and not calls[-1]["shuffle_files"]  # evaluation reads in order
+
+
+class TinyPhotosInFiles(TinyPhotos):
+    """The same photos, a train split only, which download_and_prepare spreads over several files."""
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(data.sample_photo_files())}
+
+
+def test_tfds_training_resumes_on_exactly_the_photos_it_had_reached(tmp_path):
+    """The stream is replayed to its index: from start_index k it yields what the run from 0 yielded at k."""
+    TinyPhotosInFiles(data_dir=str(tmp_path)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=3))
+    stream = lambda start, n: [
+        (int(stats["index"][0]), l.numpy()) for l, _, stats in data.make_dataset(
+            "tfds:tiny_photos_in_files", "train", image_size=32, batch_size=1, training=True, seed=3, start_index=start,
+            with_stats=True, data_dir=str(tmp_path)).take(n)]
+    whole = stream(0, 24)  # about three epochs of the tiny set: the files reshuffle between them
+    resumed = stream(whole[9][0] + 1, 14)
+    assert [i for i, _ in resumed] == [i for i, _ in whole[10:]]
+    for (_, a), (_, b) in zip(resumed, whole[10:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tfds_workers_read_disjoint_files_that_cover_the_split(tmp_path, monkeypatch):
+    TinyPhotosInFiles(data_dir=str(tmp_path)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=4))
+    calls = []
+    real_load = tfds.load
+    monkeypatch.setattr(tfds, "load", lambda *a, **kw: calls.append(kw) or real_load(*a, **kw))
+    digest = lambda contents: hash(contents.numpy())
+    seen = [[digest(c) for c in data.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path), shard=(2, w))]
+            for w in (0, 1)]
+    context = calls[-1]["read_config"].input_context
+    assert (context.num_input_pipelines, context.input_pipeline_id) == (2, 1)  # by file, not every n-th photo
+    everything = [digest(c) for c in data.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path))]
+    assert all(seen) and not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(everything)
+
+
+def test_source_weights_repeat_or_thin_each_sources_photos(tmp_path, sample_photos):
+    (tmp_path / "portraits").mkdir()
+    for i in range(40):
+        (tmp_path / f"pets_{i:02d}.png").write_bytes(b"x")
+        (tmp_path / f"clothing_{i:02d}.png").write_bytes(b"x")
+    (tmp_path / "portraits" / "one.png").write_bytes(b"x")
+    files = data.source_files(f"folder:{tmp_path}", "all")
+    weighted = data.source_files(f"folder:{tmp_path}", "all", weights={"pets": 2, "clothing": 0.5, "portraits": 0})
+    names = [os.path.basename(f) for f in weighted]
+    assert all(names.count(f"pets_{i:02d}.png") == 2 for i in range(40))
+    clothing = {n for n in names if n.startswith("clothing")}
+    assert 10 <= len(clothing) <= 30 and all(names.count(n) == 1 for n in clothing)
+    assert "one.png" not in names and len(files) == 81  # a folder is a source of its own
+    # The same share on every run, and a larger fraction keeps a superset.
+    again = data.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.5})
+    more = data.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.8})
+    assert {f for f in again if "clothing" in f} == {f for f in weighted if "clothing" in f} < set(more)
+    assert data.count_examples(f"folder:{tmp_path}", "all", weights={"pets": 2}) == 121
+    with pytest.raises(ColorganError, match="names dogs, not a source of this data; its sources are clothing, pets, portraits"):
+        data.source_files(f"folder:{tmp_path}", "all", weights={"dogs": 1})
+    with pytest.raises(ColorganError, match="leaves no photo"):
+        data.source_files(f"folder:{tmp_path}", "all", weights={"pets": 0, "clothing": 0, "portraits": 0})
+    for bad in ("pets", "pets=-1", "=2", "pets=many"):
+        with pytest.raises(ColorganError, match="bad source weight"):
+            data.parse_source_weights(bad)
+
+
+def test_a_weighted_epoch_reads_repeated_photos_the_same_from_the_cache(tmp_path, sample_photos):
+    for i, p in enumerate(sample_photos[:4]):
+        Image.open(p).convert("RGB").resize((48, 40)).save(tmp_path / f"{'ab'[i % 2]}_{i}.png")
+    kw = dict(image_size=32, batch_size=1, training=True, deterministic=True, seed=5, with_stats=True,
+              source_weights={"a": 3}, skip_gray=False)
+    cached = list(data.make_dataset(f"folder:{tmp_path}", "all", cache=True, **kw).take(16))
+    read = list(data.make_dataset(f"folder:{tmp_path}", "all", cache=False, **kw).take(16))
+    for (l1, ab1, s1), (l2, ab2, s2) in zip(cached, read):
+        assert int(s1["index"][0]) == int(s2["index"][0])
+        np.testing.assert_array_equal(ab1.numpy(), ab2.numpy())
+    # An epoch is 2 x 3 photos of source a and 2 of b: eight stream indices per epoch.
+    assert data.count_examples(f"folder:{tmp_path}", "all", weights={"a": 3}) == 8

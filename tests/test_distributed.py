@@ -67,6 +67,19 @@ def test_clip_norm_bounds_the_applied_update_across_two_replicas(tmp_path):
     np.testing.assert_allclose(norms, 1.0, rtol=1e-3)
 
 
+def test_float16_replicas_agree_to_skip_a_step_that_is_not_finite_on_one_of_them(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    run_workers([[sys.executable, WORKER, "float16", "-", str(tmp_path / "f16.npz"), "2"]], [env])
+    with np.load(tmp_path / "f16.npz") as f:
+        moved, scales, scale_before, replicas = f["moved"], f["scales"], float(f["scale_before"]), int(f["replicas"])
+        trained = f["trained"]
+    assert replicas == 2
+    assert np.all(moved == 0.0), "a replica applied the update that the other skipped"
+    assert set(scales) == {scale_before / 2}  # the loss scale was halved (on every copy it has)
+    # The next, finite step trains every weight, by the same amount on both replicas.
+    assert np.all(trained > 0) and np.all(trained[:, 0] == trained[:, 1])
+
+
 def test_multi_worker_mirrored_two_processes_on_localhost_end_equal(tmp_path):
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     envs = [dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",

@@ -30,8 +30,10 @@ def define_flags(fv):
     flags.DEFINE_string("model", None, "Training run dir, checkpoint, .keras file, SavedModel dir or .tflite file "
                         "(default: the colorizer shipped with colorgan).", flag_values=fv)
     flags.DEFINE_string("output_dir", "colorized", "Folder for the colourised photos.", flag_values=fv)
-    flags.DEFINE_enum("format", "png", ["png", "jpg", "same"],
-                      "Output format: png (lossless, default), jpg (quality 95) or the input's own.", flag_values=fv)
+    flags.DEFINE_enum("format", "same", ["same", "png", "jpg"],
+                      "Output format: same (default: the input's own, so a JPEG stays a JPEG of quality 95 with "
+                      "full-resolution colour, not a PNG five times its size; a GIF becomes a PNG), png "
+                      "(lossless) or jpg.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
                       flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
@@ -42,6 +44,8 @@ def define_flags(fv):
 
 # Folders are searched for these; a file named explicitly is tried whatever its suffix.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# --format=same keeps these as PNG instead: a 256-colour palette would throw the new colour away.
+PALETTE_SUFFIXES = (".gif",)
 # Photos of different sizes wait in memory for company; past this many pixels they run as they are.
 PENDING_PIXELS = 64_000_000
 # In the output folder: what colorize wrote there, one JSON string (a path relative to it) a line.
@@ -145,7 +149,8 @@ def plan_jobs(inputs, output_dir, image_format, overwrite, summary):
     """Jobs for the inputs, skipping those whose output must not be written (one line for them all)."""
     jobs, claimed, exists, itself = [], {}, [], []
     for source, relative in inputs:
-        suffix = source.suffix if image_format == "same" else "." + image_format
+        suffix = ("." + image_format if image_format != "same"
+                  else ".png" if source.suffix.lower() in PALETTE_SUFFIXES else source.suffix)
         target = output_dir / relative.with_suffix(suffix)
         key = target.resolve()
         if key in claimed:
@@ -190,56 +195,93 @@ def check_writable(output_dir):
 
 def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixels=None, written=None):
     """Read, colourise in batches of equal-size photos, and write; counts results in `summary` and lists
-    what it wrote in `written` (an OutputsList)."""
+    what it wrote in `written` (an OutputsList).
+
+    Decoding the next photo and encoding the last one's output run in threads beside the model (PIL lets
+    go of the GIL there), one of each at a time, so memory holds at most a photo ahead and one behind.
+    """
+    import concurrent.futures
+
     import keras
     import numpy as np
+
+    from colorgan import inference
 
     # The bar redraws one line; in a log file (no terminal) it would only add noise.
     bar = keras.utils.Progbar(len(jobs), unit_name="photo") if progress and jobs and sys.stdout.isatty() else None
     pending = {}  # (H, W, C) -> [(job, photo)]
+    reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-read")
+    writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-write")
+    last_write = None
+
+    def read(job):
+        try:
+            return photos.read_photo(job.source, max_pixels=max_pixels)
+        except ColorganError as e:
+            return e
+
+    def write(job, rgb, icc_profile):
+        try:
+            photos.write_photo(job.target, rgb, icc_profile)
+            if written is not None:
+                written.add(job.target)
+            summary.done += 1
+        except (ColorganError, OSError, ValueError) as e:
+            summary.failed += 1
+            report("failed", job.source, e)
+        if bar:
+            bar.add(1)
 
     def finish(group):
+        nonlocal last_write
         try:
             outputs = colorizer.colorize_batch(np.stack([photo.pixels for _, photo in group]))
         except Exception as e:  # a model failure is reported per photo; the run goes on
             outputs = [e] * len(group)
         for (job, photo), rgb in zip(group, outputs):
-            try:
-                if isinstance(rgb, Exception):
-                    raise rgb
-                photos.write_photo(job.target, rgb, photo.icc_profile)
-                if written is not None:
-                    written.add(job.target)
-                summary.done += 1
-            except (ColorganError, OSError, ValueError) as e:
+            if isinstance(rgb, Exception):
                 summary.failed += 1
-                report("failed", job.source, e)
-            if bar:
-                bar.add(1)
+                report("failed", job.source, rgb)
+                if bar:
+                    bar.add(1)
+                continue
+            if last_write is not None:
+                last_write.result()
+            last_write = writer.submit(write, job, rgb, photo.icc_profile)
 
-    for job in jobs:
-        try:
-            photo = photos.read_photo(job.source, max_pixels=max_pixels)
-        except ColorganError as e:
-            summary.failed += 1
-            report("failed", job.source, e)
-            if bar:
-                bar.add(1)
-            continue
-        for note in photo.notes:
-            report("note", job.source, note)
-        group = pending.setdefault(photo.pixels.shape, [])
-        group.append((job, photo))
-        if len(group) == batch_size:
-            finish(pending.pop(photo.pixels.shape))
-        elif sum(len(g) * g[0][1].pixels[..., 0].size for g in pending.values()) > PENDING_PIXELS:
-            for shape in list(pending):
-                finish(pending.pop(shape))
-    for group in pending.values():
-        finish(group)
+    try:
+        ahead = reader.submit(read, jobs[0]) if jobs else None
+        for i, job in enumerate(jobs):
+            photo = ahead.result()
+            ahead = reader.submit(read, jobs[i + 1]) if i + 1 < len(jobs) else None
+            if isinstance(photo, ColorganError):
+                summary.failed += 1
+                report("failed", job.source, photo)
+                if bar:
+                    bar.add(1)
+                continue
+            for note in photo.notes:
+                report("note", job.source, note)
+            if photo.pixels[..., 0].size > inference.LARGE_PHOTO_PIXELS:  # alone, in strips: no company
+                finish([(job, photo)])
+                continue
+            group = pending.setdefault(photo.pixels.shape, [])
+            group.append((job, photo))
+            if len(group) == batch_size:
+                finish(pending.pop(photo.pixels.shape))
+            elif sum(len(g) * g[0][1].pixels[..., 0].size for g in pending.values()) > PENDING_PIXELS:
+                for shape in list(pending):
+                    finish(pending.pop(shape))
+        for group in pending.values():
+            finish(group)
+        if last_write is not None:
+            last_write.result()
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
 
 
-def colorize(args, model=None, output_dir="colorized", image_format="png", overwrite=False, batch_size=8,
+def colorize(args, model=None, output_dir="colorized", image_format="same", overwrite=False, batch_size=8,
              progress=True, max_pixels=100_000_000):
     """The whole command, callable from Python; returns the Summary."""
     from colorgan import inference

@@ -8,7 +8,7 @@ from keras import layers
 from colorgan import color
 from colorgan.errors import ColorganError
 from colorgan.models import efficientnet_lite
-from colorgan.models.blocks import check_size, conv_init, norm_layer
+from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
 # keras.applications constructor, its preprocess_input, and the layers whose outputs feed the decoder
 # skips at strides 2, 4, 8, 16, with the encoder output at stride 32.
@@ -81,13 +81,15 @@ def _load_encoder(backbone, image_size, encoder_weights):
 
 
 def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="imagenet",
-                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False):
+                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False, head="tanh"):
     """U-Net decoder on a keras.applications encoder, skips from its stride-2..16 stages.
 
     The encoder expects an RGB photo: the model turns L into the gray sRGB image of the same lightness
     (a = b = 0), then applies the network's own ``preprocess_input``. The full-resolution L joins the
-    last decoder stage, so fine edges come from the input itself.
+    last decoder stage, so fine edges come from the input itself. ``head``: tanh (regression of ab) or
+    classes (blocks.class_head).
     """
+    check_head(head)
     if backbone not in BACKBONES:
         raise ColorganError(f"unknown backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
     check_size(f"backbone:{backbone}", image_size, 32)
@@ -111,8 +113,11 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
     x = layers.Concatenate()([x, inputs])
     x = layers.Conv2D(decoder_filters[-1], 3, padding="same", kernel_initializer=conv_init())(x)
     x = layers.ReLU()(x)
-    x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init())(x)
-    outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
+    if head == "classes":
+        outputs = class_head(x)
+    else:
+        x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init())(x)
+        outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
     return keras.Model(inputs, outputs, name=f"backbone_{backbone}")
 
 

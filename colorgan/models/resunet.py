@@ -3,7 +3,7 @@ import keras
 from keras import layers
 
 from colorgan.errors import ColorganError
-from colorgan.models.blocks import check_size, conv_init, norm_layer
+from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
 
 def residual_block(x, filters, norm, name):
@@ -31,7 +31,7 @@ def upsample(x, filters, mode, name):
 
 
 def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, blocks=2, norm="batch",
-            upsampling="resize", max_width=512):
+            upsampling="resize", max_width=512, head="tanh"):
     """U-Net whose every level is ``blocks`` residual blocks; width doubles per level up to max_width.
 
     Every level costs about the same FLOPs (width doubles as the area quarters), so the default keeps
@@ -39,6 +39,7 @@ def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, bl
     256 px), 2 blocks: 19.8 M parameters and 19.0 GFLOPs per 256x256 image, against the unet's 54.4 M
     and 12.0. At width 32 and 5 levels it would cost 61.6 GFLOPs for the same parameter count.
     """
+    check_head(head)
     check_size(f"resunet with depth {depth}", image_size, 2 ** (depth - 1))
     widths = [min(width * 2 ** i, max_width) for i in range(depth)]
     inputs = keras.Input((image_size, image_size, in_channels), name="L")
@@ -58,6 +59,9 @@ def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, bl
     n = norm_layer(norm, "head_norm")
     x = n(x) if n else x
     x = layers.ReLU()(x)
-    x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init(), name="head")(x)
-    outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
+    if head == "classes":
+        outputs = class_head(x)
+    else:
+        x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init(), name="head")(x)
+        outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
     return keras.Model(inputs, outputs, name="resunet")

@@ -3,17 +3,20 @@ import keras
 from keras import layers
 
 from colorgan.errors import ColorganError
-from colorgan.models.blocks import check_size, conv_init, norm_layer
+from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
 
 def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8, dropout=0.5,
-         norm="batch"):
+         norm="batch", head="tanh"):
     """The pix2pix ``UnetGenerator``: ``depth`` stride-2 4x4 convs down, transposed convs up, skips.
 
     As in the PyTorch original, convs feeding a norm layer have no bias, the outermost down conv has
     no norm, the innermost has no norm, dropout sits in the three up blocks just below the bottleneck,
-    and the outermost transposed conv keeps its bias and ends in tanh.
+    and the outermost transposed conv keeps its bias and ends in tanh. ``head=classes`` replaces that
+    conv by Zhang et al.'s class head at half resolution (as they predict below full size), whose ab is
+    upsampled bilinearly.
     """
+    check_head(head)
     if depth < 5:
         raise ColorganError(f"unet depth must be at least 5 (got {depth})")
     check_size(f"unet with depth {depth}", image_size, 2 ** depth)
@@ -44,6 +47,10 @@ def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8
             x = layers.Dropout(dropout, name=f"up{i}_dropout")(x)
         x = layers.Concatenate(name=f"skip{i - 1}")([skips[i - 1], x])
     x = layers.ReLU()(x)
+    if head == "classes":
+        half = class_head(x, name="ab_half")
+        outputs = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name="ab")(half)
+        return keras.Model(inputs, outputs, name="unet")
     x = layers.Conv2DTranspose(out_channels, 4, 2, "same", kernel_initializer=conv_init(), name="up0_conv")(x)
     outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
     return keras.Model(inputs, outputs, name="unet")

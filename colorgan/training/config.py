@@ -23,6 +23,7 @@ class TrainConfig:
     data_dir: str = dataclasses.field(default="", metadata={"help": "TFDS data directory; empty: the TFDS default."})
     cache: bool = dataclasses.field(default=False, metadata={"help": "Decode every training photo once and hold its pixels in memory."})
     skip_gray: bool = dataclasses.field(default=True, metadata={"help": "Drop grayscale photos from training."})
+    source_weights: str = dataclasses.field(default="", metadata={"help": "Weights of the training sources as SOURCE=WEIGHT,...: a photo's source is its first folder below the data folder, else its file name up to the first '_' (e.g. clothing=0.5,imagenette=2); 0 leaves a source out, 1.5 repeats half its photos."})
     min_colourfulness: float = dataclasses.field(default=0.0, metadata={"help": "With --skip_gray, also drop training crops less colourful than this (0..255 Hasler-Suesstrunk scale; real photos ~37, sepia ~5-15); 0: off."})
     deterministic: bool = dataclasses.field(default=False, metadata={"help": "Identical batches and ops on every run (slower)."})
     seed: int = dataclasses.field(default=0, metadata={"help": "Seed for weights, data order and augmentation."})
@@ -41,6 +42,9 @@ class TrainConfig:
     gan_weight: float = dataclasses.field(default=1.0, metadata={"help": "Weight of the adversarial term in the stage-2 generator loss."})
     colourfulness_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of the colourfulness term (output duller than the photo, in CF/100), both stages."})
     perceptual_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of the EfficientNet-Lite0 perceptual loss on RGB, both stages."})
+    class_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of Zhang et al.'s class-rebalanced cross-entropy over ab classes, both stages; needs --generator_options=head=classes."})
+    class_rebalance: float = dataclasses.field(default=0.5, metadata={"help": "Rebalancing of the class loss, lambda of Zhang et al.: 0 weights each colour class by 1/prior, 1 not at all."})
+    class_prior_photos: int = dataclasses.field(default=2000, metadata={"help": "Training photos whose pixels give the colour prior of the rebalancing."})
     gp_weight: float = dataclasses.field(default=10.0, metadata={"help": "WGAN-GP gradient-penalty weight."})
     critic_steps: int = dataclasses.field(default=1, metadata={"help": "Critic updates per generator update (5 is usual for WGAN-GP)."})
     # optimisation
@@ -101,11 +105,11 @@ def parse_options(text):
 def validate(cfg):
     """Refuse impossible settings before any work starts, each with the fix."""
     for name in ("image_size", "batch_size", "val_images", "log_every", "eval_every", "checkpoint_every",
-                 "keep_checkpoints", "critic_steps"):
+                 "keep_checkpoints", "critic_steps", "class_prior_photos"):
         if getattr(cfg, name) < 1:
             raise ColorganError(f"--{name} must be positive, got {getattr(cfg, name)}")
     for name in ("pretrain_steps", "train_steps", "l1_weight", "pretrain_l1_weight", "gan_weight", "min_colourfulness",
-                 "colourfulness_weight", "perceptual_weight", "gp_weight", "clip_norm", "lr_encoder"):
+                 "colourfulness_weight", "perceptual_weight", "class_weight", "gp_weight", "clip_norm", "lr_encoder"):
         if getattr(cfg, name) < 0:
             raise ColorganError(f"--{name} must not be negative, got {getattr(cfg, name)}")
     if cfg.total_steps < 1:
@@ -117,6 +121,8 @@ def validate(cfg):
             raise ColorganError(f"unknown --{name} {getattr(cfg, name)!r}: use one of {', '.join(map(repr, allowed))}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ColorganError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if not 0.0 <= cfg.class_rebalance <= 1.0:
+        raise ColorganError(f"--class_rebalance must be in [0, 1], got {cfg.class_rebalance}")
     if not 0.0 < cfg.val_share < 1.0:
         raise ColorganError(f"--val_share must be between 0 and 1, got {cfg.val_share}")
     for name in ("init_from", "init_critic_from"):
@@ -127,7 +133,10 @@ def validate(cfg):
     data.parse_source(cfg.data)
     if cfg.val_data:
         data.parse_source(cfg.val_data)
-    parse_options(cfg.generator_options)
+    head = parse_options(cfg.generator_options).get("head", "tanh")
+    if cfg.class_weight and head != "classes":
+        raise ColorganError(f"--class_weight={cfg.class_weight} needs a generator with the class head: add "
+                            "head=classes to --generator_options (or set --class_weight=0)")
     critic_norm = parse_options(cfg.critic_options).get("norm", "batch")
     if cfg.objective == "wgan-gp" and critic_norm == "batch":
         raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "

@@ -3,6 +3,7 @@
     G: L -> ab                                     the generator
     D: (L, ab) -> a grid of patch scores           the critic
     colour(G) = w_cf * colourfulness deficit(G(L), ab) + w_p * perceptual distance(G(L), ab)
+                + w_cls * rebalanced cross-entropy(class logits of G(L), soft-encoded ab)
 
     stage 1 (pretraining):  min_G  w_l1' |G(L) - ab|_1 + colour(G)
     stage 2 (adversarial):  min_D  loss_D(D(L, ab), D(L, sg[G(L)]))  [+ w_gp * gradient penalty]
@@ -13,6 +14,7 @@ stopped, then the generator's loss reuses that pass through the updated critic. 
 bodies; the loop runs them under its tf.distribute strategy, and every loss is averaged over the global
 batch (``tf.nn.compute_average_loss``) so that gradients are right for any number of replicas.
 """
+import keras
 import tensorflow as tf
 
 from colorgan import color, losses
@@ -21,9 +23,14 @@ from colorgan import color, losses
 class ColorGAN:
     """The generator, the critic, their objective and the two updates."""
 
-    def __init__(self, cfg, generator, critic, g_opt, d_opt, e_opt=None, encoder=None, features=None):
+    def __init__(self, cfg, generator, critic, g_opt, d_opt, e_opt=None, encoder=None, features=None,
+                 class_weights=None):
         self.cfg = cfg
         self.generator, self.critic = generator, critic
+        # The class loss reads the head's logits: the same layers, with that tensor as a second output.
+        self.with_logits = (keras.Model(generator.input, [generator.output, generator.get_layer("ab_logits").output])
+                            if cfg.class_weight else None)
+        self.class_weights = class_weights  # (Q,) rebalancing weights, a variable kept in the checkpoint
         self.objective = losses.OBJECTIVES[cfg.objective]()
         self.g_opt, self.d_opt, self.e_opt = g_opt, d_opt, e_opt
         self.encoder = encoder    # a pretrained encoder inside G, trained by e_opt at its own rate
@@ -35,9 +42,18 @@ class ColorGAN:
     # ----------------------------------------------------------------------------------------------
     # The losses
 
-    def colour_terms(self, l, fake_ab, real_ab):
+    def generate(self, l):
+        """G(L) in training mode, and the class head's logits when the class loss reads them."""
+        if self.with_logits is None:
+            return self.generator(l, training=True), None
+        return self.with_logits(l, training=True)
+
+    def colour_terms(self, l, fake_ab, real_ab, logits=None):
         """colour(G) above, and its parts for the logs."""
         cfg, logs, total = self.cfg, {}, 0.0
+        if cfg.class_weight:
+            logs["generator/classes"] = self.mean(losses.rebalanced_cross_entropy(logits, real_ab, self.class_weights))
+            total += cfg.class_weight * logs["generator/classes"]
         if not (cfg.colourfulness_weight or cfg.perceptual_weight):
             return total, logs
         fake_rgb, real_rgb = color.model_to_rgb(l, fake_ab), color.model_to_rgb(l, real_ab)
@@ -82,9 +98,9 @@ class ColorGAN:
 
     def pretrain_update(self, l, ab):
         with tf.GradientTape() as tape:
-            fake_ab = self.generator(l, training=True)
+            fake_ab, logits = self.generate(l)
             l1 = self.mean(losses.l1(fake_ab, ab))
-            colour, logs = self.colour_terms(l, fake_ab, ab)
+            colour, logs = self.colour_terms(l, fake_ab, ab, logits)
             loss = self.cfg.pretrain_l1_weight * l1 + colour
         self.apply_generator(tape, loss)
         return {"generator/l1": l1, **logs}
@@ -94,7 +110,7 @@ class ColorGAN:
         real = tf.concat([l, ab], axis=-1)
         logs = {}
         with tf.GradientTape() as generator_tape:
-            fake_ab = self.generator(l, training=True)
+            fake_ab, logits = self.generate(l)
             fake = tf.concat([l, tf.cast(fake_ab, l.dtype)], axis=-1)
             with generator_tape.stop_recording():
                 for k in range(cfg.critic_steps):  # WGAN-GP: several critic steps on the step's batch
@@ -104,7 +120,7 @@ class ColorGAN:
                     logs.update(critic_logs, **{"critic/loss": critic_loss})
             gan = self.mean(self.objective.generator_loss(self.critic(fake, training=True)))
             l1 = self.mean(losses.l1(fake_ab, ab))
-            colour, colour_logs = self.colour_terms(l, fake_ab, ab)
+            colour, colour_logs = self.colour_terms(l, fake_ab, ab, logits)
             loss = cfg.gan_weight * gan + cfg.l1_weight * l1 + colour
         self.apply_generator(generator_tape, loss)
         logs.update({"generator/loss": loss, "generator/gan": gan, "generator/l1": l1, **colour_logs})
@@ -118,7 +134,9 @@ class ColorGAN:
         shares are summed here first: clipping sees the global norm, and every replica takes the same
         finite-or-skip decision. Each then passes on 1/R of the sum, which the optimiser adds up again.
         """
-        grads = tape.gradient(opt.scale_loss(loss), variables)
+        with tape:  # the scaling must be on the tape, or no gradient reaches the weights
+            scaled = opt.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
         scaled = hasattr(opt, "inner_optimizer")

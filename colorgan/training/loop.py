@@ -12,11 +12,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from colorgan import color, data, metrics, models, saving
+from colorgan import ab_bins, color, data, metrics, models, saving
 from colorgan.errors import ColorganError
 from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
 from colorgan.training.logs import Clock, log_epoch_skips, log_scalars, newest_stats
+from colorgan.training.prior import rebalancing_weights
 from colorgan.training.runtime import (StopRequested, image_grid, is_chief, make_strategy, rng_states,
                                        worker_dir, write_png)
 
@@ -62,8 +63,9 @@ class Trainer:
             raise ColorganError("--lr_encoder does not combine with float16 loss scaling (two optimisers would "
                                 "unscale one gradient differently): use --mixed_precision=bfloat16 or float32")
         # Fail on a missing dataset now, not after building a 54M-parameter model.
+        self.source_weights = data.parse_source_weights(cfg.source_weights)
         self.files_per_epoch = data.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
-                                                   cfg.data_dir or None)
+                                                   cfg.data_dir or None, self.source_weights)
         self.chief = is_chief(self.strategy)
         self.out_dir = worker_dir(cfg, self.strategy, self.chief)
         self.generator_options = parse_options(cfg.generator_options)
@@ -81,6 +83,8 @@ class Trainer:
         extra = {"generator_ema": self.average.averages} if self.average else {}
         if self.gan.e_opt is not None:
             extra["encoder_optimizer"] = self.gan.e_opt
+        if self.class_weights is not None:
+            extra["class_weights"] = self.class_weights
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, critic=self.critic, generator_optimizer=self.g_opt,
             critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index,
@@ -114,7 +118,11 @@ class Trainer:
             e_opt.build(self.encoder.trainable_variables)
         self.average = saving.WeightAverage(self.generator, cfg.ema) if cfg.ema else None
         features = models.perceptual_features(cfg.image_size) if cfg.perceptual_weight else None
-        self.gan = ColorGAN(cfg, self.generator, self.critic, self.g_opt, self.d_opt, e_opt, self.encoder, features)
+        # Set from the training photos' colour prior when the run starts (prior.py), then checkpointed.
+        self.class_weights = (tf.Variable(tf.zeros([ab_bins.count_classes()]), trainable=False, name="class_weights")
+                              if cfg.class_weight else None)
+        self.gan = ColorGAN(cfg, self.generator, self.critic, self.g_opt, self.d_opt, e_opt, self.encoder, features,
+                            self.class_weights)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_index")
         self.first_bad_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="first_bad_step")
@@ -208,10 +216,14 @@ class Trainer:
                       download=cfg.download, data_dir=cfg.data_dir or None, val_share=cfg.val_share)
 
         def train_fn(ctx):
-            self.shard = (ctx.num_input_pipelines, ctx.input_pipeline_id)  # this worker's stride and offset
+            # This worker's (stride, offset) in the stream: file streams interleave the workers' indices,
+            # a TFDS stream counts each worker's own photos.
+            self.shard = ((1, 0) if cfg.data.startswith("tfds:")
+                          else (ctx.num_input_pipelines, ctx.input_pipeline_id))
             return data.make_dataset(
                 cfg.data, "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size), training=True,
                 cache=cfg.cache, skip_gray=cfg.skip_gray, min_colourfulness=cfg.min_colourfulness,
+                source_weights=self.source_weights,
                 start_index=start_index, with_stats=True,
                 shard=(ctx.num_input_pipelines, ctx.input_pipeline_id), **common)
 
@@ -219,7 +231,7 @@ class Trainer:
         train = self.strategy.distribute_datasets_from_function(train_fn)
         val_source, val_split = (cfg.val_data, "all") if cfg.val_data else (cfg.data, "val")
         val = data.make_dataset(val_source, val_split, batch_size=cfg.val_images, training=False,
-                                skip_gray=False, drop_remainder=False, **common)
+                                skip_gray=False, drop_remainder=False, resize="straight", **common)
         val_batch = next(iter(val), None)
         if val_batch is None:
             raise ColorganError(f"validation source {val_source!r} gave no readable photos")
@@ -290,6 +302,8 @@ def train(cfg, on_step=None):
     logging.info("%s at step %d of %d (%d replicas, %s)", f"resumed from {restored}" if restored else "starting",
                  start_step, cfg.total_steps, t.strategy.num_replicas_in_sync, t.precision)
 
+    if t.class_weights is not None and not restored:
+        t.class_weights.assign(rebalancing_weights(cfg))
     train_ds, val_batch, files_per_epoch = t.datasets(int(t.data_index.numpy()))
     writer = (tf.summary.create_file_writer(cfg.logdir) if t.chief else tf.summary.create_noop_writer())
     shown = ["stage", "img/s", "l1", "gan", "critic_loss"]
