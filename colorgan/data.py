@@ -147,9 +147,9 @@ def split_of(relative_path, val_share):
 
 def source_of(relative_path):
     """A photo's source: its first folder below the data folder, or for a photo at the top its file name
-    up to the first '_' (``../shared/data`` names files ``clothing_...``, ``pets_...``)."""
+    up to the first '_' or its extension (``../shared/data`` names files ``clothing_...``, ``pets_...``)."""
     parts = relative_path.replace(os.sep, "/").split("/")
-    return parts[0] if len(parts) > 1 else parts[0].split("_", 1)[0]
+    return parts[0] if len(parts) > 1 else os.path.splitext(parts[0])[0].split("_", 1)[0]
 
 
 def parse_source_weights(text):

@@ -135,7 +135,7 @@ def test_only_rgb_profiles_reach_the_outputs(model_file, tmp_path, capsys):
     photo.save(inputs / "rgb with lab profile.png", icc_profile=LAB)
     photo.convert("CMYK").save(inputs / "cmyk.jpg", icc_profile=cmyk_profile())
     Image.new("LAB", (32, 24), (50, 100, 160)).save(inputs / "lab.tif", icc_profile=LAB)
-    assert colorize("--model", model_file, "--output_dir", tmp_path / "out", inputs) == 0
+    assert colorize("--model", model_file, "--output_dir", tmp_path / "out", "--format", "png", inputs) == 0
     out = tmp_path / "out"
     assert profile_of(out / "srgb.png") == SRGB
     for name in ("gray scan", "gray with rgb profile", "rgb with lab profile", "cmyk", "lab"):
@@ -182,7 +182,7 @@ def test_float_and_32_bit_tiffs_are_scaled_by_their_range(mode, values, tmp_path
     pixels = photos.read_photo(tmp_path / "deep.tif").pixels[..., 0]
     assert pixels.min() == 0 and pixels.max() == 255  # not black: the whole range is used
     assert np.all(np.diff(pixels.astype(int), axis=1) >= 0)  # and in order
-    assert colorize("--model", model_file, "--output_dir", tmp_path / "out", tmp_path / "deep.tif") == 0
+    assert colorize("--model", model_file, "--output_dir", tmp_path / "out", "--format", "png", tmp_path / "deep.tif") == 0
     assert "32-bit" in capsys.readouterr().err and np.asarray(Image.open(tmp_path / "out" / "deep.png")).mean() > 60
 
 

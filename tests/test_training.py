@@ -233,20 +233,23 @@ def test_init_from_restores_the_saved_generator_and_critic_exactly(tmp_path):
 
 
 def test_a_tiny_run_with_every_colour_objective_on(tmp_path):
-    """Perceptual and colourfulness terms in both stages, per-stage weights, a slower pretrained encoder,
-    the dull-photo filter and EMA, on the offline EfficientNet-Lite0 U-Net."""
+    """Perceptual, colourfulness and class-rebalanced terms in both stages, per-stage weights, a slower
+    pretrained encoder, the dull-photo filter, source weights and EMA, on the offline EfficientNet-Lite0
+    U-Net with the class head."""
     cfg = tiny_config(tmp_path, image_size=32, generator="backbone:efficientnet_lite0",
-                      generator_options="encoder_weights=imagenet", objective="lsgan",
+                      generator_options="encoder_weights=imagenet,head=classes", objective="lsgan",
+                      class_weight=0.5, class_prior_photos=4, source_weights="chelsea=2",
                       freeze_encoder_in_pretrain=False, lr_encoder=1e-5, pretrain_l1_weight=10.0, l1_weight=50.0,
                       gan_weight=0.5, colourfulness_weight=2.0, perceptual_weight=1.0, min_colourfulness=5.0,
                       ema=0.9, pretrain_steps=2, train_steps=2, export=True)
     result, logs = run_logging_losses(cfg)
     assert result["step"] == 4
     for step, values in logs.items():
-        assert {"generator/l1", "generator/colourfulness", "generator/perceptual"} <= set(values)
+        assert {"generator/l1", "generator/colourfulness", "generator/perceptual", "generator/classes"} <= set(values)
         assert all(np.isfinite(v) for v in values.values())
     np.testing.assert_allclose(logs[4]["generator/loss"], 0.5 * logs[4]["generator/gan"] + 50 * logs[4]["generator/l1"]
-                               + 2 * logs[4]["generator/colourfulness"] + logs[4]["generator/perceptual"], rtol=1e-4)
+                               + 2 * logs[4]["generator/colourfulness"] + logs[4]["generator/perceptual"]
+                               + 0.5 * logs[4]["generator/classes"], rtol=1e-4)
     assert os.path.isfile(result["generator"]) and os.path.isfile(result["critic"])
     t = result["trainer"]
     # The encoder trained in both stages, with its own optimiser at its own rate.

@@ -131,6 +131,7 @@ def validate(cfg):
             raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
                                 "(a run's generator.keras or critic.keras)")
     data.parse_source(cfg.data)
+    data.parse_source_weights(cfg.source_weights)
     if cfg.val_data:
         data.parse_source(cfg.val_data)
     head = parse_options(cfg.generator_options).get("head", "tanh")
