@@ -201,6 +201,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
     go of the GIL there), one of each at a time, so memory holds at most a photo ahead and one behind.
     """
     import concurrent.futures
+    import threading
 
     import keras
     import numpy as np
@@ -213,6 +214,11 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
     reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-read")
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-write")
     last_write = None
+    counting = threading.Lock()  # the writer thread counts too
+
+    def count(outcome):
+        with counting:
+            setattr(summary, outcome, getattr(summary, outcome) + 1)
 
     def read(job):
         try:
@@ -225,9 +231,9 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             photos.write_photo(job.target, rgb, icc_profile)
             if written is not None:
                 written.add(job.target)
-            summary.done += 1
+            count("done")
         except (ColorganError, OSError, ValueError) as e:
-            summary.failed += 1
+            count("failed")
             report("failed", job.source, e)
         if bar:
             bar.add(1)
@@ -240,7 +246,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             outputs = [e] * len(group)
         for (job, photo), rgb in zip(group, outputs):
             if isinstance(rgb, Exception):
-                summary.failed += 1
+                count("failed")
                 report("failed", job.source, rgb)
                 if bar:
                     bar.add(1)
@@ -255,7 +261,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             photo = ahead.result()
             ahead = reader.submit(read, jobs[i + 1]) if i + 1 < len(jobs) else None
             if isinstance(photo, ColorganError):
-                summary.failed += 1
+                count("failed")
                 report("failed", job.source, photo)
                 if bar:
                     bar.add(1)
