@@ -27,13 +27,11 @@ TEMPERATURE = 0.38   # annealed mean: 1 is the mean, 0 the mode
 
 
 def _in_srgb_gamut(lab):
-    """(N, 3) Lab -> (N,) bool: the colour is an sRGB colour (linear RGB inside [0, 1]), no clipping."""
-    L, a, b = lab[:, 0], lab[:, 1], lab[:, 2]
-    fy = (L + 16.0) / 116.0
-    f = np.stack([fy + a / 500.0, fy, fy - b / 200.0], axis=1)
-    xyz = np.where(f > 0.2068966, f ** 3, (f - 16.0 / 116.0) / 7.787) * np.array(color._WHITE_D65)
-    linear = xyz @ np.array(color._RGB_FROM_XYZ).T
-    return np.all((linear >= 0.0) & (linear <= 1.0), axis=1) & (f[:, 2] >= 0.0)
+    """(N, 3) Lab -> (N,) bool: the colour is an sRGB colour (linear RGB inside [0, 1]), no clipping.
+    ``color.lab_to_linear`` clamps an impossible negative z to 0, so that case is refused here."""
+    linear = color.lab_to_linear(lab).numpy()
+    possible = (lab[:, 0] + 16.0) / 116.0 - lab[:, 2] / 200.0 >= 0.0
+    return np.all((linear >= 0.0) & (linear <= 1.0), axis=1) & possible
 
 
 @functools.lru_cache(maxsize=None)

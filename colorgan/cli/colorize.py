@@ -220,6 +220,12 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
         with counting:
             setattr(summary, outcome, getattr(summary, outcome) + 1)
 
+    def fail(job, error):
+        count("failed")
+        report("failed", job.source, error)
+        if bar:
+            bar.add(1)
+
     def read(job):
         try:
             return photos.read_photo(job.source, max_pixels=max_pixels)
@@ -231,10 +237,9 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             photos.write_photo(job.target, rgb, icc_profile)
             if written is not None:
                 written.add(job.target)
-            count("done")
         except (ColorganError, OSError, ValueError) as e:
-            count("failed")
-            report("failed", job.source, e)
+            return fail(job, e)
+        count("done")
         if bar:
             bar.add(1)
 
@@ -246,10 +251,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             outputs = [e] * len(group)
         for (job, photo), rgb in zip(group, outputs):
             if isinstance(rgb, Exception):
-                count("failed")
-                report("failed", job.source, rgb)
-                if bar:
-                    bar.add(1)
+                fail(job, rgb)
                 continue
             if last_write is not None:
                 last_write.result()
@@ -261,10 +263,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
             photo = ahead.result()
             ahead = reader.submit(read, jobs[i + 1]) if i + 1 < len(jobs) else None
             if isinstance(photo, ColorganError):
-                count("failed")
-                report("failed", job.source, photo)
-                if bar:
-                    bar.add(1)
+                fail(job, photo)
                 continue
             for note in photo.notes:
                 report("note", job.source, note)
