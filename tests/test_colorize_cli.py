@@ -184,3 +184,17 @@ def test_a_name_that_starts_with_a_dash(photos, model_file, tmp_path, monkeypatc
     assert exit_info.value.code == 2 and "put -- before a file name that starts with a dash" in error
     assert colorize("--model", model_file, "--output_dir", tmp_path / "out", "--", "-weird.jpg") == 0
     assert (tmp_path / "out" / "-weird.jpg").is_file()
+
+
+def test_verbosity_is_read_before_tensorflow_however_it_is_given(tmp_path):
+    """The start-up lines are shown or hidden before the real parse, so --verbosity must be found there
+    in each of absl's forms: =N, a separate value, and inside a flagfile (the last one given wins)."""
+    flagfile = tmp_path / "run.cfg"
+    flagfile.write_text("--data=folder:photos\n--verbosity=2\n")
+    assert cli.requested_verbosity(["colorgan colorize", "--verbosity", "2", "photo.jpg"]) == 2
+    assert cli.requested_verbosity(["colorgan train", "--unknown=1", "--verbosity=1"]) == 1
+    assert cli.requested_verbosity(["colorgan train", f"--flagfile={flagfile}"]) == 2
+    assert cli.requested_verbosity(["colorgan train", f"--flagfile={flagfile}", "--verbosity=0"]) == 0
+    # A malformed value or a missing flagfile is left for the real parse to report.
+    assert cli.requested_verbosity(["colorgan train", "--verbosity=loud"]) == 0
+    assert cli.requested_verbosity(["colorgan train", f"--flagfile={tmp_path / 'none.cfg'}"]) == 0

@@ -51,6 +51,19 @@ def quiet_tensorflow(verbosity):
         os.close(devnull)
 
 
+def requested_verbosity(argv):
+    """--verbosity as the command line asks for it, read before TensorFlow is imported (so that its
+    start-up lines can be shown or hidden): given as --verbosity=N or --verbosity N, or in a flagfile.
+    Every other flag is left for the real parse, which also reports a malformed value."""
+    fv = flags.FlagValues()
+    flags.DEFINE_integer("verbosity", 0, "", flag_values=fv)
+    try:
+        fv(list(argv), known_only=True)
+    except flags.Error:
+        return 0
+    return fv.verbosity
+
+
 def only_colorgan_info(record):
     """A log filter: warnings and errors from anywhere, INFO lines only from colorgan itself."""
     return record.levelno > 20 or f"{os.sep}colorgan{os.sep}" in record.pathname
@@ -95,7 +108,7 @@ def run_module(module, argv):
             module.define_flags(fv)
             print(help_text(module, fv, "--helpfull" in argv[1:]), flush=True)
             return 0
-        quiet_tensorflow(2 if any(a in ("--verbosity=2", "--verbosity=3") for a in argv) else 0)
+        quiet_tensorflow(requested_verbosity(getattr(module, "expand_argv", lambda a: a)(list(argv))))
         fv, args = parse(module, argv)
         import logging as python_logging
 
