@@ -51,12 +51,17 @@ def quiet_tensorflow(verbosity):
         os.close(devnull)
 
 
+def define_verbosity(fv):
+    flags.DEFINE_integer("verbosity", 0, "0: progress and results; 1: also INFO lines; 2: also TensorFlow's "
+                         "start-up and optimiser lines.", flag_values=fv)
+
+
 def requested_verbosity(argv):
     """--verbosity as the command line asks for it, read before TensorFlow is imported (so that its
     start-up lines can be shown or hidden): given as --verbosity=N or --verbosity N, or in a flagfile.
     Every other flag is left for the real parse, which also reports a malformed value."""
     fv = flags.FlagValues()
-    flags.DEFINE_integer("verbosity", 0, "", flag_values=fv)
+    define_verbosity(fv)
     try:
         fv(list(argv), known_only=True)
     except flags.Error:
@@ -70,12 +75,11 @@ def only_colorgan_info(record):
 
 
 def parse(module, argv):
-    """A FlagValues with the subcommand's flags parsed from argv (program name first), and the rest."""
+    """A FlagValues with the subcommand's flags parsed from argv (program name first, the module's
+    expand_argv already applied), and the rest."""
     fv = flags.FlagValues()
     module.define_flags(fv)
-    flags.DEFINE_integer("verbosity", 0, "0: progress and results; 1: also INFO lines; 2: also TensorFlow's "
-                         "start-up and optimiser lines.", flag_values=fv)
-    argv = getattr(module, "expand_argv", lambda a: a)(list(argv))
+    define_verbosity(fv)
     try:
         args = fv(argv)[1:]
     except flags.Error as e:
@@ -108,7 +112,8 @@ def run_module(module, argv):
             module.define_flags(fv)
             print(help_text(module, fv, "--helpfull" in argv[1:]), flush=True)
             return 0
-        quiet_tensorflow(requested_verbosity(getattr(module, "expand_argv", lambda a: a)(list(argv))))
+        argv = getattr(module, "expand_argv", lambda a: a)(list(argv))
+        quiet_tensorflow(requested_verbosity(argv))
         fv, args = parse(module, argv)
         import logging as python_logging
 
