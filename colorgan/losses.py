@@ -17,6 +17,16 @@ def l1(fake_ab, real_ab):
     return _per_example_mean(tf.abs(tf.cast(fake_ab, tf.float32) - tf.cast(real_ab, tf.float32)))
 
 
+def rebalanced_l1(fake_ab, real_ab, class_weights):
+    """L1 with each pixel weighted by the rebalancing weight of its true colour's class (Zhang et al.'s
+    weights, which average 1 over the training pixels). The minimiser of plain L1 is the median of the
+    colours a gray pixel could have, mostly a dull brown; weighting the rare vivid colours up moves it
+    towards them where the photo makes them likely. ``real_ab`` in model units (ab/110)."""
+    real_ab = tf.cast(real_ab, tf.float32)
+    weight = tf.gather(tf.cast(class_weights, tf.float32), ab_bins.nearest(real_ab * color.AB_SCALE))
+    return _per_example_mean(weight[..., None] * tf.abs(tf.cast(fake_ab, tf.float32) - real_ab))
+
+
 def _bce(logits, label):
     logits = tf.cast(logits, tf.float32)
     return _per_example_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits))

@@ -51,6 +51,23 @@ def test_soft_encoding_matches_a_brute_force_reference():
     assert int(ab_bins.nearest(tf.constant(centre[None]))[0]) == 17
 
 
+def test_the_nearest_class_of_an_srgb_colour_is_its_nearest_centre():
+    # Independent reference: skimage's Lab of random sRGB colours, and the distance to every centre.
+    rgb = np.random.default_rng(6).random((20000, 1, 3))
+    ab = skcolor.rgb2lab(rgb)[:, 0, 1:]
+    brute = ((ab[:, None] - ab_bins.centres()[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(ab_bins.nearest(tf.constant(ab, tf.float32)).numpy(), brute)
+    # Out of range, a pixel still gets a class (the edge cell's), never an index error.
+    assert 0 <= int(ab_bins.nearest(tf.constant([[500.0, -500.0]]))[0]) < Q
+
+
+def test_the_classes_can_first_be_asked_for_inside_a_tf_function():
+    ab_bins.centres.cache_clear()
+    ab_bins._class_of_cell.cache_clear()
+    classes = tf.function(lambda ab: ab_bins.nearest(ab))(tf.constant([[0.0, 0.0]]))
+    assert ab_bins.centres()[int(classes[0])].tolist() == [0.0, 0.0]
+
+
 def test_rebalancing_weights_follow_the_prior():
     prior = np.random.default_rng(2).dirichlet(np.ones(Q) * 0.3)
     w = ab_bins.rebalancing_weights(prior, mix=0.5)
@@ -115,6 +132,43 @@ def test_rebalanced_cross_entropy_on_known_tensors():
     assert np.all(best < got)
 
 
+def test_rebalanced_l1_on_known_tensors():
+    rng = np.random.default_rng(7)
+    c = ab_bins.centres()
+    picks = rng.choice(Q, (2, 4, 4))
+    real = (c[picks] / 110.0).astype(np.float32)                     # every pixel on a class centre
+    fake = rng.uniform(-0.5, 0.5, real.shape).astype(np.float32)
+    weights = rng.uniform(0.2, 3.0, Q).astype(np.float32)
+    got = losses.rebalanced_l1(tf.constant(fake), tf.constant(real), tf.constant(weights)).numpy()
+    want = (weights[picks][..., None] * np.abs(fake - real)).reshape(2, -1).mean(1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # Weights of 1 (lambda = 1) are plain L1.
+    np.testing.assert_allclose(losses.rebalanced_l1(tf.constant(fake), tf.constant(real), tf.ones([Q])),
+                               losses.l1(tf.constant(fake), tf.constant(real)), rtol=1e-6)
+
+
+def test_rebalanced_l1_moves_the_best_colour_from_gray_to_the_vivid_ones():
+    """Six gray pixels, two orange and two yellow-orange: the best single colour under plain L1 is the
+    median, gray; with the weights of their own prior (lambda 1/2) the two rarer vivid colours together
+    outweigh gray, and the best colour lies between them."""
+    colours = np.array([[0.0, 0.0]] * 6 + [[30.0, 60.0]] * 2 + [[20.0, 50.0]] * 2, np.float32)
+    c = ab_bins.centres().tolist()
+    counts = np.zeros(Q)
+    for colour in colours:
+        counts[c.index(colour.tolist())] += 1
+    weights = tf.constant(ab_bins.rebalancing_weights(ab_bins.empirical_prior(counts), mix=0.5))
+    real = tf.constant(colours.reshape(1, 10, 1, 2) / 110.0)
+    candidates = [(a, b) for a in range(0, 41, 5) for b in range(0, 71, 5)]
+
+    def best(loss):
+        scores = [float(loss(tf.fill([1, 10, 1, 2], 0.0) + np.array(x, np.float32) / 110.0, real)[0]) for x in candidates]
+        return candidates[int(np.argmin(scores))]
+
+    assert best(losses.l1) == (0, 0)
+    a, b = best(lambda fake, real: losses.rebalanced_l1(fake, real, weights))
+    assert 20 <= a <= 30 and 50 <= b <= 60
+
+
 def test_a_head_below_full_resolution_is_scored_on_the_photos_mean_colour():
     ab = np.zeros((1, 4, 4, 2), np.float32)
     ab[0, :2, :2] = [0.2, -0.1]
@@ -163,17 +217,22 @@ def test_class_loss_without_the_class_head_is_refused(tmp_path):
 def test_a_tiny_run_trains_the_class_head_and_checkpoints_its_weights(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, image_size=32, generator_options="base_filters=8,depth=5,head=classes",
                       class_weight=1.0, class_prior_photos=6, pretrain_l1_weight=10.0, l1_weight=10.0,
-                      colourfulness_weight=1.0, ema=0.9, checkpoint_every=2)
+                      l1_rebalance=0.9, colourfulness_weight=1.0, ema=0.9, checkpoint_every=2)
     result, logs = run_logging_losses(cfg, stop_at=2)
     assert result["stopped_by"] == "SIGTERM"
     for values in logs.values():
-        assert "generator/classes" in values and all(np.isfinite(v) for v in values.values())
-    weights = result["trainer"].class_weights.numpy()
+        assert {"generator/classes", "generator/l1_rebalanced"} <= set(values)
+        assert all(np.isfinite(v) for v in values.values())
+    t = result["trainer"]
+    weights, l1_weights = t.class_weights.numpy(), t.l1_weights.numpy()
     counts, seen = training.prior.class_counts("samples", 6)
     assert seen == 6 and counts.sum() == 6 * 64 * 64
-    np.testing.assert_allclose(weights, ab_bins.rebalancing_weights(ab_bins.empirical_prior(counts)), rtol=1e-6)
+    prior = ab_bins.empirical_prior(counts)
+    np.testing.assert_allclose(weights, ab_bins.rebalancing_weights(prior), rtol=1e-6)
+    np.testing.assert_allclose(l1_weights, ab_bins.rebalancing_weights(prior, mix=0.9), rtol=1e-6)
     # A resumed run takes the weights from its checkpoint (it never estimates them again), and trains on.
-    monkeypatch.setattr(training.loop, "rebalancing_weights", lambda cfg: pytest.fail("estimated again"))
+    monkeypatch.setattr(training.loop, "colour_prior", lambda cfg: pytest.fail("estimated again"))
     resumed, later = run_logging_losses(cfg)
     np.testing.assert_array_equal(resumed["trainer"].class_weights.numpy(), weights)
+    np.testing.assert_array_equal(resumed["trainer"].l1_weights.numpy(), l1_weights)
     assert resumed["step"] == 5 and min(later) == 3

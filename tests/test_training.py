@@ -166,6 +166,7 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
     (dict(mixed_precision="int8"), "unknown --mixed_precision"),
     (dict(data="s3://bucket"), "unknown data source"),
     (dict(generator_options="depth"), "key=value"),
+    (dict(l1_rebalance=1.5), r"--l1_rebalance must be in \[0, 1\]"),
 ])
 def test_bad_configuration_fails_before_any_work(tmp_path, overrides, message):
     with pytest.raises(ColorganError, match=message):
@@ -233,7 +234,7 @@ def test_init_from_restores_the_saved_generator_and_critic_exactly(tmp_path):
 
 
 def test_a_tiny_run_with_every_colour_objective_on(tmp_path):
-    """Perceptual, colourfulness and class-rebalanced terms in both stages, per-stage weights, a slower
+    """Perceptual, colourfulness, class-rebalanced terms and rebalanced L1 in both stages, per-stage weights, a slower
     pretrained encoder, the dull-photo filter, source weights and EMA, on the offline EfficientNet-Lite0
     U-Net with the class head."""
     cfg = tiny_config(tmp_path, image_size=32, generator="backbone:efficientnet_lite0",
@@ -241,13 +242,14 @@ def test_a_tiny_run_with_every_colour_objective_on(tmp_path):
                       class_weight=0.5, class_prior_photos=4, source_weights="chelsea=2",
                       freeze_encoder_in_pretrain=False, lr_encoder=1e-5, pretrain_l1_weight=10.0, l1_weight=50.0,
                       gan_weight=0.5, colourfulness_weight=2.0, perceptual_weight=1.0, min_colourfulness=5.0,
-                      ema=0.9, pretrain_steps=2, train_steps=2, export=True)
+                      l1_rebalance=0.5, ema=0.9, pretrain_steps=2, train_steps=2, export=True)
     result, logs = run_logging_losses(cfg)
     assert result["step"] == 4
     for step, values in logs.items():
-        assert {"generator/l1", "generator/colourfulness", "generator/perceptual", "generator/classes"} <= set(values)
+        assert {"generator/l1", "generator/l1_rebalanced", "generator/colourfulness", "generator/perceptual",
+                "generator/classes"} <= set(values)
         assert all(np.isfinite(v) for v in values.values())
-    np.testing.assert_allclose(logs[4]["generator/loss"], 0.5 * logs[4]["generator/gan"] + 50 * logs[4]["generator/l1"]
+    np.testing.assert_allclose(logs[4]["generator/loss"], 0.5 * logs[4]["generator/gan"] + 50 * logs[4]["generator/l1_rebalanced"]
                                + 2 * logs[4]["generator/colourfulness"] + logs[4]["generator/perceptual"]
                                + 0.5 * logs[4]["generator/classes"], rtol=1e-4)
     assert os.path.isfile(result["generator"]) and os.path.isfile(result["critic"])

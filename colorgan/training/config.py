@@ -44,6 +44,7 @@ class TrainConfig:
     perceptual_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of the EfficientNet-Lite0 perceptual loss on RGB, both stages."})
     class_weight: float = dataclasses.field(default=0.0, metadata={"help": "Weight of Zhang et al.'s class-rebalanced cross-entropy over ab classes, both stages; needs --generator_options=head=classes."})
     class_rebalance: float = dataclasses.field(default=0.5, metadata={"help": "Rebalancing of the class loss, lambda of Zhang et al.: 0 weights each colour class by 1/prior, 1 not at all."})
+    l1_rebalance: float = dataclasses.field(default=1.0, metadata={"help": "Rebalancing of the L1 term, lambda as in --class_rebalance: 1 plain L1; below 1 each pixel weighs the rebalancing weight of its true colour's class, so rare vivid colours count more than the common dull ones."})
     class_prior_photos: int = dataclasses.field(default=2000, metadata={"help": "Training photos whose pixels give the colour prior of the rebalancing."})
     gp_weight: float = dataclasses.field(default=10.0, metadata={"help": "WGAN-GP gradient-penalty weight."})
     critic_steps: int = dataclasses.field(default=1, metadata={"help": "Critic updates per generator update (5 is usual for WGAN-GP)."})
@@ -121,8 +122,9 @@ def validate(cfg):
             raise ColorganError(f"unknown --{name} {getattr(cfg, name)!r}: use one of {', '.join(map(repr, allowed))}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ColorganError(f"--ema must be in [0, 1), got {cfg.ema}")
-    if not 0.0 <= cfg.class_rebalance <= 1.0:
-        raise ColorganError(f"--class_rebalance must be in [0, 1], got {cfg.class_rebalance}")
+    for name in ("class_rebalance", "l1_rebalance"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ColorganError(f"--{name} must be in [0, 1], got {getattr(cfg, name)}")
     if not 0.0 < cfg.val_share < 1.0:
         raise ColorganError(f"--val_share must be between 0 and 1, got {cfg.val_share}")
     for name in ("init_from", "init_critic_from"):

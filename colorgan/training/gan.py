@@ -5,9 +5,11 @@
     colour(G) = w_cf * colourfulness deficit(G(L), ab) + w_p * perceptual distance(G(L), ab)
                 + w_cls * rebalanced cross-entropy(class logits of G(L), soft-encoded ab)
 
-    stage 1 (pretraining):  min_G  w_l1' |G(L) - ab|_1 + colour(G)
+    L1(G) = |G(L) - ab|_1, or with --l1_rebalance < 1 each pixel times the rebalancing weight of ab's class
+
+    stage 1 (pretraining):  min_G  w_l1' L1(G) + colour(G)
     stage 2 (adversarial):  min_D  loss_D(D(L, ab), D(L, sg[G(L)]))  [+ w_gp * gradient penalty]
-                            min_G  w_gan loss_G(D(L, G(L))) + w_l1 |G(L) - ab|_1 + colour(G)
+                            min_G  w_gan loss_G(D(L, G(L))) + w_l1 L1(G) + colour(G)
 
 One forward pass of G per step, as in pix2pix: the critic learns from the prediction with its gradient
 stopped, then the generator's loss reuses that pass through the updated critic. These are per-replica
@@ -24,13 +26,14 @@ class ColorGAN:
     """The generator, the critic, their objective and the two updates."""
 
     def __init__(self, cfg, generator, critic, g_opt, d_opt, e_opt=None, encoder=None, features=None,
-                 class_weights=None):
+                 class_weights=None, l1_weights=None):
         self.cfg = cfg
         self.generator, self.critic = generator, critic
         # The class loss reads the head's logits: the same layers, with that tensor as a second output.
         self.with_logits = (keras.Model(generator.input, [generator.output, generator.get_layer("ab_logits").output])
                             if cfg.class_weight else None)
-        self.class_weights = class_weights  # (Q,) rebalancing weights, a variable kept in the checkpoint
+        # (Q,) rebalancing weights of the class loss and of L1, variables kept in the checkpoint
+        self.class_weights, self.l1_weights = class_weights, l1_weights
         self.objective = losses.OBJECTIVES[cfg.objective]()
         self.g_opt, self.d_opt, self.e_opt = g_opt, d_opt, e_opt
         self.encoder = encoder    # a pretrained encoder inside G, trained by e_opt at its own rate
@@ -47,6 +50,14 @@ class ColorGAN:
         if self.with_logits is None:
             return self.generator(l, training=True), None
         return self.with_logits(l, training=True)
+
+    def l1_term(self, fake_ab, real_ab):
+        """L1(G) above, and for the logs plain L1, which stays comparable between runs."""
+        plain = self.mean(losses.l1(fake_ab, real_ab))
+        if self.l1_weights is None:
+            return plain, {"generator/l1": plain}
+        rebalanced = self.mean(losses.rebalanced_l1(fake_ab, real_ab, self.l1_weights))
+        return rebalanced, {"generator/l1": plain, "generator/l1_rebalanced": rebalanced}
 
     def colour_terms(self, l, fake_ab, real_ab, logits=None):
         """colour(G) above, and its parts for the logs."""
@@ -99,11 +110,11 @@ class ColorGAN:
     def pretrain_update(self, l, ab):
         with tf.GradientTape() as tape:
             fake_ab, logits = self.generate(l)
-            l1 = self.mean(losses.l1(fake_ab, ab))
+            l1, l1_logs = self.l1_term(fake_ab, ab)
             colour, logs = self.colour_terms(l, fake_ab, ab, logits)
             loss = self.cfg.pretrain_l1_weight * l1 + colour
         self.apply_generator(tape, loss)
-        return {"generator/l1": l1, **logs}
+        return {**l1_logs, **logs}
 
     def adversarial_update(self, l, ab, step):
         cfg = self.cfg
@@ -119,11 +130,11 @@ class ColorGAN:
                     self.apply(self.d_opt, critic_tape, critic_loss, self.critic.trainable_variables)
                     logs.update(critic_logs, **{"critic/loss": critic_loss})
             gan = self.mean(self.objective.generator_loss(self.critic(fake, training=True)))
-            l1 = self.mean(losses.l1(fake_ab, ab))
+            l1, l1_logs = self.l1_term(fake_ab, ab)
             colour, colour_logs = self.colour_terms(l, fake_ab, ab, logits)
             loss = cfg.gan_weight * gan + cfg.l1_weight * l1 + colour
         self.apply_generator(generator_tape, loss)
-        logs.update({"generator/loss": loss, "generator/gan": gan, "generator/l1": l1, **colour_logs})
+        logs.update({"generator/loss": loss, "generator/gan": gan, **l1_logs, **colour_logs})
         return logs
 
     def gradients(self, opt, tape, loss, variables):

@@ -17,7 +17,7 @@ from colorgan.errors import ColorganError
 from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
 from colorgan.training.logs import Clock, log_epoch_skips, log_scalars, newest_stats
-from colorgan.training.prior import rebalancing_weights
+from colorgan.training.prior import colour_prior
 from colorgan.training.runtime import (StopRequested, image_grid, is_chief, make_strategy, rng_states,
                                        worker_dir, write_png)
 
@@ -85,6 +85,8 @@ class Trainer:
             extra["encoder_optimizer"] = self.gan.e_opt
         if self.class_weights is not None:
             extra["class_weights"] = self.class_weights
+        if self.l1_weights is not None:
+            extra["l1_weights"] = self.l1_weights
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, critic=self.critic, generator_optimizer=self.g_opt,
             critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index,
@@ -119,10 +121,11 @@ class Trainer:
         self.average = saving.WeightAverage(self.generator, cfg.ema) if cfg.ema else None
         features = models.perceptual_features(cfg.image_size) if cfg.perceptual_weight else None
         # Set from the training photos' colour prior when the run starts (prior.py), then checkpointed.
-        self.class_weights = (tf.Variable(tf.zeros([ab_bins.count_classes()]), trainable=False, name="class_weights")
-                              if cfg.class_weight else None)
+        weights = lambda name: tf.Variable(tf.zeros([ab_bins.count_classes()]), trainable=False, name=name)
+        self.class_weights = weights("class_weights") if cfg.class_weight else None
+        self.l1_weights = weights("l1_weights") if cfg.l1_rebalance < 1 else None
         self.gan = ColorGAN(cfg, self.generator, self.critic, self.g_opt, self.d_opt, e_opt, self.encoder, features,
-                            self.class_weights)
+                            self.class_weights, self.l1_weights)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.data_index = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_index")
         self.first_bad_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="first_bad_step")
@@ -302,8 +305,14 @@ def train(cfg, on_step=None):
     logging.info("%s at step %d of %d (%d replicas, %s)", f"resumed from {restored}" if restored else "starting",
                  start_step, cfg.total_steps, t.strategy.num_replicas_in_sync, t.precision)
 
-    if t.class_weights is not None and not restored:
-        t.class_weights.assign(rebalancing_weights(cfg))
+    rebalanced = [(name, w, mix) for name, w, mix in (("class loss", t.class_weights, cfg.class_rebalance),
+                                                      ("L1", t.l1_weights, cfg.l1_rebalance)) if w is not None]
+    if rebalanced and not restored:
+        prior = colour_prior(cfg)
+        for name, w, mix in rebalanced:
+            w.assign(ab_bins.rebalancing_weights(prior, mix))
+            logging.info("%s rebalanced (lambda %g): weights %.2f..%.2f", name, mix,
+                         float(tf.reduce_min(w)), float(tf.reduce_max(w)))
     train_ds, val_batch, files_per_epoch = t.datasets(int(t.data_index.numpy()))
     writer = (tf.summary.create_file_writer(cfg.logdir) if t.chief else tf.summary.create_noop_writer())
     shown = ["stage", "img/s", "l1", "gan", "critic_loss"]

@@ -23,12 +23,10 @@ def class_counts(source, photos, *, val_share=0.05, download=False, data_dir=Non
     return counts, seen
 
 
-def rebalancing_weights(cfg):
-    """(Q,) float32 weights of the class loss for this run's training data."""
+def colour_prior(cfg):
+    """(Q,) the smoothed colour prior of this run's training photos, from which each rebalanced loss
+    takes its weights (``ab_bins.rebalancing_weights`` with its own lambda)."""
     counts, seen = class_counts(cfg.data, cfg.class_prior_photos, val_share=cfg.val_share, download=cfg.download,
                                 data_dir=cfg.data_dir or None, min_colourfulness=cfg.min_colourfulness)
-    prior = ab_bins.empirical_prior(counts)
-    weights = ab_bins.rebalancing_weights(prior, cfg.class_rebalance)
-    logging.info("colour prior from %d photos: %d of %d classes seen; rebalancing weights %.2f..%.2f",
-                 seen, int((counts > 0).sum()), len(counts), weights.min(), weights.max())
-    return weights
+    logging.info("colour prior from %d photos: %d of %d classes seen", seen, int((counts > 0).sum()), len(counts))
+    return ab_bins.empirical_prior(counts)
