@@ -155,17 +155,20 @@ class Evaluation:
     fid_skipped: str = None
 
 
-def load_model(spec):
+def load_model(spec, saturation=1.0):
     """'gray' | 'identity' | anything load_colorizer takes (None: the shipped colorizer) -> that string or a
-    colorizer object."""
+    colorizer object, its colour times ``saturation``."""
+    inference.check_saturation(saturation)
     if spec is not None and not isinstance(spec, str):
         return spec  # already a colorizer (tests, notebooks)
     if spec in BASELINES:
+        if saturation != 1.0:
+            raise ColorganError(f"--saturation applies to a model, not to the {spec} baseline")
         return spec
     if spec is not None and not (os.path.exists(spec) or os.path.exists(spec + ".index")):
         raise ColorganError(f"--model={spec}: no such file or directory; give a training run dir or checkpoint, "
                             f"a .keras file, a SavedModel, a .tflite or .onnx file, or one of {', '.join(BASELINES)}")
-    return inference.load_colorizer(spec)
+    return inference.load_colorizer(spec, saturation)
 
 
 def make_feature_extractor(enabled):

@@ -97,6 +97,10 @@ def test_user_errors_are_one_line(photos, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         colorize("--model", tmp_path / "m.keras")
     assert exit_info.value.code == 2 and "no inputs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--saturation=-1", photos)
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and error.startswith("error: --saturation must be 0") and "\n" not in error
 
 
 def test_console_script_with_a_tflite_model(model_file, tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import color as skcolor
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorgan import evaluation, inception
+from colorgan import evaluation, inception, inference
 from colorgan.errors import ColorganError
 from conftest import REPO, read_rgb
 
@@ -134,6 +134,11 @@ def test_a_saved_keras_generator_is_loaded_through_the_inference_module(tmp_path
     model = result.aggregates["model"]
     assert np.isfinite(model["psnr"]) and 0 < model["ssim"] <= 1 and 0 < model["auc"] <= 1
     assert result.first[0].output.shape == (64, 64, 3)
+    # --saturation scores the same model with its colour scaled, as colorize would give it.
+    livelier = evaluation.load_model(str(tmp_path / "generator.keras"), saturation=2.0)
+    assert isinstance(livelier, inference.SaturatedColorizer) and livelier.saturation == 2.0
+    with pytest.raises(ColorganError, match="not to the gray baseline"):
+        evaluation.load_model("gray", saturation=2.0)
 
 
 def test_extremes_are_the_worst_and_best_photos_by_psnr(sample_photos):

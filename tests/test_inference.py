@@ -67,6 +67,25 @@ def test_gray_photo_keeps_its_lightness_and_gains_colour(colorizer, photo):
     assert np.abs(skimage.color.rgb2lab(output)[..., 1:]).mean() > 1.0
 
 
+def test_saturation_scales_the_colour_and_keeps_the_lightness(colorizer, photo):
+    gray = np.repeat(np.round(skimage.color.rgb2gray(photo) * 255).astype(np.uint8)[..., None], 3, -1)
+    chroma = lambda rgb: np.hypot(*np.moveaxis(skimage.color.rgb2lab(rgb)[..., 1:], -1, 0)).mean()
+    livelier = inference.SaturatedColorizer(colorizer, 1.5)
+    l = np.random.default_rng(1).uniform(-1, 1, (2, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
+    np.testing.assert_allclose(livelier.predict_ab(l), np.clip(colorizer.predict_ab(l) * 1.5, -1, 1), rtol=1e-6)
+    plain, vivid = colorizer.colorize(gray), livelier.colorize(gray)
+    assert chroma(vivid) > 1.3 * chroma(plain)
+    assert np.abs(lightness(vivid) - lightness(gray)).max() < 1.0
+    # 0 is gray: the photo's own lightness and no colour at all.
+    none = inference.SaturatedColorizer(colorizer, 0.0).colorize(gray)
+    assert np.abs(none.astype(int) - gray).max() <= 1 and chroma(none) < 0.5
+    # 1 is the model itself, unwrapped; a negative or missing gain is a user error.
+    assert isinstance(inference.load_colorizer(tiny_generator(), saturation=1.0), inference.KerasColorizer)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ColorganError, match="--saturation must be 0"):
+            inference.load_colorizer(tiny_generator(), saturation=bad)
+
+
 def test_out_of_gamut_colours_lose_chroma_not_lightness(photo):
     saturated = Saturated(IMAGE_SIZE, "test")
     output = saturated.colorize(photo)

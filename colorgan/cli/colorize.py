@@ -37,6 +37,8 @@ def define_flags(fv):
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
                       flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
+    flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
+                       "below 1 duller, 0 gray; the lightness stays the photo's.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
     flags.DEFINE_integer("max_pixels", 100_000_000, "Refuse photos with more pixels than this, read from the file "
                          "header before decoding (0: no limit but PIL's own, 179 MP).", flag_values=fv)
@@ -287,7 +289,7 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
 
 
 def colorize(args, model=None, output_dir="colorized", image_format="same", overwrite=False, batch_size=8,
-             progress=True, max_pixels=100_000_000):
+             progress=True, max_pixels=100_000_000, saturation=1.0):
     """The whole command, callable from Python; returns the Summary."""
     from colorgan import inference
 
@@ -297,6 +299,7 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
         raise ColorganError(f"--batch_size must be at least 1, got {batch_size}")
     if max_pixels < 0:
         raise ColorganError(f"--max_pixels must be 0 (no limit) or more, got {max_pixels}")
+    inference.check_saturation(saturation)
     output_dir = pathlib.Path(output_dir)
     summary, outputs = Summary(), OutputsList(output_dir)
     inputs, problems, ours = find_inputs(args, output_dir, outputs)
@@ -309,7 +312,7 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
               file=sys.stderr, flush=True)
     if jobs:
         check_writable(output_dir)
-        colorizer = inference.load_colorizer(model)
+        colorizer = inference.load_colorizer(model, saturation)
         colorize_files(colorizer, jobs, batch_size, summary, progress, max_pixels or None, outputs)
     print(summary.line(), flush=True)
     return summary
@@ -318,5 +321,5 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
 def run(fv, args):
     """The command: exit status 0 when every photo was done or skipped, 1 when any failed."""
     summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress,
-                       fv.max_pixels)
+                       fv.max_pixels, fv.saturation)
     return 1 if summary.failed else 0

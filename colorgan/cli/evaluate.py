@@ -31,6 +31,8 @@ def define_flags(fv):
                       "'straight': resize the whole photo to size x size (the published protocol); "
                       "'center_crop': resize the shorter side to size and crop the centre.", flag_values=fv)
     flags.DEFINE_integer("max_images", 0, "Score at most this many photos (0: all).", flag_values=fv)
+    flags.DEFINE_float("saturation", 1.0, "Score the model with its colour (a*, b*) multiplied by this, as "
+                       "`colorize --saturation` gives it.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Photos per batch.", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where the reports go (default runs/eval/<model name>).", flag_values=fv)
     flags.DEFINE_integer("grid_images", 8, "Rows of the gray / predicted / real grid.", flag_values=fv)
@@ -47,8 +49,8 @@ def run(fv, args):
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
     if fv.batch_size < 1:
         raise ColorganError(f"--batch_size must be at least 1, got {fv.batch_size}")
-    model = load_model(fv.model)
-    name = model_name_of(fv.model)
+    model = load_model(fv.model, fv.saturation)
+    name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "")
     out_dir = Path(fv.out_dir or os.path.join("runs", "eval", name))
     unreadable = []
     total, photos = read_photos(fv.data, fv.split, unreadable)

@@ -31,6 +31,8 @@ def define_flags(fv):
                       flag_values=fv)
     flags.DEFINE_float("temporal_strength", 0.8, "How much colour is carried from frame to frame, 0 to 0.95: "
                        "higher is steadier but slower to follow real colour changes.", flag_values=fv)
+    flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
+                       "below 1 duller, 0 gray.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Frames run through the model together.", flag_values=fv)
     flags.DEFINE_integer("crf", 20, "Constant quality, lower is better: the x264 scale (0-51) for .mp4/.mov/"
                          ".mkv, VP9's (0-63) for .webm; .avi maps it to a quantiser.", flag_values=fv)
@@ -82,10 +84,11 @@ def run(fv, args):
     target = fv.output or default_output(source)
     if not 0.0 <= fv.temporal_strength <= 0.95:
         raise ColorganError(f"--temporal_strength must be in 0..0.95, got {fv.temporal_strength}")
+    inference.check_saturation(fv.saturation)
     # Check the film and the output before loading the model, so a bad input fails in a moment.
     video.check_output(target, fv.overwrite, fv.batch_size, fv.crf)
     video.open_video(source, fv.max_pixels)[0].close()
-    colorizer = inference.load_colorizer(fv.model)
+    colorizer = inference.load_colorizer(fv.model, fv.saturation)
     bar = ProgressBar() if fv.progress and sys.stderr.isatty() else None
     previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     started = time.monotonic()
