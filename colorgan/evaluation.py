@@ -160,7 +160,8 @@ def load_model(spec, saturation=1.0):
     colorizer object, its colour times ``saturation``."""
     inference.check_saturation(saturation)
     if spec is not None and not isinstance(spec, str):
-        return spec  # already a colorizer (tests, notebooks)
+        # already a colorizer (tests, notebooks)
+        return spec if saturation == 1.0 else inference.SaturatedColorizer(as_colorizer(spec), saturation)
     if spec in BASELINES:
         if saturation != 1.0:
             raise ColorganError(f"--saturation applies to a model, not to the {spec} baseline")

@@ -137,6 +137,7 @@ def test_a_saved_keras_generator_is_loaded_through_the_inference_module(tmp_path
     # --saturation scores the same model with its colour scaled, as colorize would give it.
     livelier = evaluation.load_model(str(tmp_path / "generator.keras"), saturation=2.0)
     assert isinstance(livelier, inference.SaturatedColorizer) and livelier.saturation == 2.0
+    assert evaluation.load_model(colorizer, saturation=2.0).colorizer is colorizer  # an object, not a path
     with pytest.raises(ColorganError, match="not to the gray baseline"):
         evaluation.load_model("gray", saturation=2.0)
 
