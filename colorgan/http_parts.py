@@ -95,14 +95,14 @@ class Worker:
     def full(self):
         return self.pending >= self.capacity
 
-    def try_submit(self, contents):
-        """Image bytes -> a Future of PNG bytes (or of a ColorganError), or None when all slots are taken.
-        The slot is free again once the Future is done or cancelled."""
+    def try_submit(self, contents, saturation=1.0):
+        """Image bytes -> a Future of PNG bytes (or of a ColorganError), or None when all slots are taken;
+        `saturation` scales its colour. The slot is free again once the Future is done or cancelled."""
         with self.lock:
             if self.full():
                 return None
             self.pending += 1
-        job = [contents, concurrent.futures.Future()]
+        job = [contents, concurrent.futures.Future(), saturation]
         job[1].add_done_callback(lambda _: self._finished(job))
         self.jobs.put(job)
         return job[1]
@@ -113,6 +113,7 @@ class Worker:
             self.pending -= 1
 
     def _run(self):
+        from colorgan.inference import SaturatedColorizer
         from colorgan.photos import decode_photo
         while (job := self.jobs.get()) is not None:
             future = job[1]
@@ -122,7 +123,8 @@ class Worker:
                 photo = decode_photo(job[0], name="the upload")
                 job[0] = None  # only the decoded photo stays in memory while it is coloured
                 # Encoded here too, so that only one full-size photo is ever in memory, not one per request.
-                future.set_result(encode_png(self.colorizer.colorize(photo.pixels), photo.icc_profile))
+                colorizer = self.colorizer if job[2] == 1.0 else SaturatedColorizer(self.colorizer, job[2])
+                future.set_result(encode_png(colorizer.colorize(photo.pixels), photo.icc_profile))
             except Exception as e:  # the handler reports it; the worker must survive any one photo
                 future.set_exception(e)
 

@@ -4,11 +4,13 @@
     colorgan serve --model runs/quickstart          # a model of your own
     curl --data-binary @cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
     curl -F file=@cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
+    curl --data-binary @cat.jpg 'http://127.0.0.1:8000/api/colorize?saturation=1.25' -o livelier.png
     colorgan serve --helpfull                       # every flag
 
 Routes (exact paths only; nothing in a request is ever used as a file path):
     GET  /               the page (one self-contained HTML file, no external scripts, fonts or CDNs)
-    POST /api/colorize   image bytes as the body, or a form with a `file` field -> PNG of the same size
+    POST /api/colorize   image bytes as the body, or a form with a `file` field -> PNG of the same size;
+                         `?saturation=S` scales this photo's colour (default: --saturation)
     GET  /healthz        JSON status
     GET  /docs           OpenAPI docs (Swagger UI; its scripts come from a CDN, unlike the page's)
 Every error is JSON {"error": "..."}. The colours are the model's, the lightness is the photo's own,
@@ -54,6 +56,7 @@ DEFAULT_QUEUE_SIZE = 64
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_COLORIZE_TIMEOUT_S = 60.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+MAX_SATURATION = 4.0  # beyond it nearly every colour is clipped at the model's range anyway
 BUSY = "the server is busy; try again in a moment"
 # On every answer: nothing is cached (photos are private), and browsers must not guess content types.
 # The page must work offline: the browser itself refuses anything not inline or from here.
@@ -63,6 +66,10 @@ UPLOAD_BODY = {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}}}}
+SATURATION_PARAMETER = {"name": "saturation", "in": "query", "required": False,
+                        "description": "colour strength: the model's a*b* times this (1: as trained, 0: gray; "
+                                       "default: the server's --saturation)",
+                        "schema": {"type": "number", "minimum": 0, "maximum": MAX_SATURATION}}
 log = logging.getLogger("uvicorn.error")  # uvicorn's own logger, so that our lines look like its
 
 
@@ -82,7 +89,11 @@ def define_flags(fv):
                        "answer; later gets 503 (never started) or 504 (too slow).", **on)
     flags.DEFINE_list("allowed_hosts", [], "Host header names to answer (e.g. this machine's name) besides "
                       "localhost and --host; '*' answers any.", **on)
+    flags.DEFINE_float("saturation", 1.0, "Colour strength when a request names none: the model's a*b* times "
+                       "this (1: as trained, 0: gray); ?saturation= overrides it per request.", **on)
     flags.DEFINE_bool("quiet", False, "Log only problems, not every request.", **on)
+    flags.register_validator("saturation", lambda value: 0.0 <= value <= MAX_SATURATION,
+                             f"--saturation must be from 0 (gray) to {MAX_SATURATION:g}", **on)
     for name in ("max_upload_mb", "max_pixels", "queue_size", "body_timeout_s", "colorize_timeout_s"):
         flags.register_validator(name, lambda value: value > 0, f"--{name} must be positive", **on)
 
@@ -93,9 +104,12 @@ class ColorizeServer:
     def __init__(self, colorizer, host="127.0.0.1", port=8000, max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
                  max_pixels=DEFAULT_MAX_PIXELS, queue_size=DEFAULT_QUEUE_SIZE,
                  body_timeout_s=DEFAULT_BODY_TIMEOUT_S, colorize_timeout_s=DEFAULT_COLORIZE_TIMEOUT_S,
-                 allowed_hosts=(), quiet=False):
-        """Logs to uvicorn's loggers, "uvicorn.error" and "uvicorn.access"; see `log_to_terminal`."""
-        self.colorizer = colorizer
+                 allowed_hosts=(), quiet=False, saturation=1.0):
+        """Logs to uvicorn's loggers, "uvicorn.error" and "uvicorn.access"; see `log_to_terminal`.
+        `saturation` is the colour strength of requests that name none (see inference.SaturatedColorizer)."""
+        if not 0.0 <= saturation <= MAX_SATURATION:
+            raise ColorganError(f"--saturation must be from 0 (gray) to {MAX_SATURATION:g}, got {saturation}")
+        self.colorizer, self.saturation = colorizer, float(saturation)
         self.max_upload_bytes = int(max_upload_mb * 1_000_000)
         self.max_pixels, self.queue_size = int(max_pixels), int(queue_size)
         self.body_timeout_s, self.colorize_timeout_s = body_timeout_s, colorize_timeout_s
@@ -125,8 +139,8 @@ class ColorizeServer:
 
     def health(self):
         return {"status": "ok", "model": self.colorizer.kind, "image_size": self.colorizer.image_size,
-                "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
-                "queued": self.worker.pending}
+                "saturation": self.saturation, "max_saturation": MAX_SATURATION,
+                "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "queued": self.worker.pending}
 
     def build_app(self):
         app = FastAPI(title="colorgan", summary="Colourise black-and-white photos.", redoc_url=None,
@@ -136,7 +150,8 @@ class ColorizeServer:
         app.add_api_route("/", self.page_route, methods=["GET"], include_in_schema=False)
         app.add_api_route("/healthz", self.health, methods=["GET"], summary="Status and limits")
         app.add_api_route("/api/colorize", self.colorize, methods=["POST"], response_class=Response,
-                          summary="Colourise a photo", openapi_extra={"requestBody": UPLOAD_BODY},
+                          summary="Colourise a photo",
+                          openapi_extra={"requestBody": UPLOAD_BODY, "parameters": [SATURATION_PARAMETER]},
                           responses={200: {"content": {"image/png": {}}, "description": "the colourised PNG"}})
         return app
 
@@ -156,7 +171,8 @@ class ColorizeServer:
         try:
             contents = await self.receive_upload(request, chunks)
             contents = self.photo_from(contents, request.headers.get("content-type", ""))
-            if (future := self.worker.try_submit(contents)) is None:
+            saturation = self.saturation_of(request)
+            if (future := self.worker.try_submit(contents, saturation)) is None:
                 raise Refusal(503, BUSY)
             return Response(await self.wait_for(request, future), media_type="image/png")
         except Refusal as refusal:
@@ -172,6 +188,20 @@ class ColorizeServer:
             return error_response(500, f"colorizing failed ({type(e).__name__}); see the server log")
         finally:
             self.buffered -= sum(map(len, chunks))
+
+    def saturation_of(self, request):
+        """The request's ?saturation=, else the server's."""
+        text = request.query_params.get("saturation")
+        if text is None:
+            return self.saturation
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= MAX_SATURATION:  # also refuses NaN and inf
+            raise Refusal(400, f"saturation must be a number from 0 (gray) to {MAX_SATURATION:g}, "
+                               f"1 being the model's own colour; got {text!r}")
+        return value
 
     async def receive_upload(self, request, chunks):
         """The whole body, within the body deadline and the size and memory limits."""
@@ -309,7 +339,8 @@ def run(fv, args):
     colorizer.colorize(np.zeros((8, 8, 1), np.uint8))  # trace now, not on the first request
     log_to_terminal()
     server = ColorizeServer(colorizer, fv.host, fv.port, fv.max_upload_mb, fv.max_pixels, fv.queue_size,
-                            fv.body_timeout_s, fv.colorize_timeout_s, fv.allowed_hosts, quiet=fv.quiet)
+                            fv.body_timeout_s, fv.colorize_timeout_s, fv.allowed_hosts, quiet=fv.quiet,
+                            saturation=fv.saturation)
     if fv.host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {fv.host}, so other machines can reach this server; they must "
               "use a name in --allowed_hosts", file=sys.stderr)

@@ -186,6 +186,7 @@ def test_openapi_docs(server):
     upload = json.loads(body)["paths"]["/api/colorize"]["post"]
     assert status == 200 and {"multipart/form-data", "application/octet-stream"} <= set(
         upload["requestBody"]["content"])
+    assert [p["name"] for p in upload["parameters"]] == ["saturation"]
 
 
 @pytest.mark.parametrize("name", ["coffee.png", "camera.png"])  # a colour photo and a real B&W one
@@ -354,6 +355,49 @@ def test_client_that_leaves_mid_upload_is_one_log_line(server):
     assert not any("Traceback" in line or "Error" in line for line in new), new
 
 
+def chroma(rgb):
+    from skimage.color import rgb2lab
+    lab = rgb2lab(rgb[..., :3])
+    return np.hypot(lab[..., 1], lab[..., 2]).mean()
+
+
+@pytest.fixture(scope="module")
+def vivid_server():
+    """An in-process server whose model paints strong colours, so that a change of strength shows."""
+    from conftest import vivid_tiny_generator
+    from colorgan.inference import load_colorizer
+    server = serve.ColorizeServer(load_colorizer(vivid_tiny_generator(32)), port=0, quiet=True,
+                                  saturation=1.5).serve_in_background()
+    yield server
+    server.close()
+
+
+def test_saturation_scales_the_colour_per_request(vivid_server):
+    upload = read_photo("coffee.png")
+    answers = {}
+    for query in ("", "?saturation=0", "?saturation=1", "?saturation=1.5", "?saturation=3"):
+        status, _, body = request(vivid_server.url + "api/colorize" + query, upload)
+        assert status == 200, body[:200]
+        answers[query] = decode(body)
+    original = decode(upload)
+    assert json.loads(request(vivid_server.url + "healthz")[2])["saturation"] == 1.5
+    np.testing.assert_array_equal(answers[""], answers["?saturation=1.5"])  # the server's --saturation
+    as_trained = chroma(answers["?saturation=1"])
+    assert as_trained > 3, "the vivid model should paint visible colour"
+    assert chroma(answers["?saturation=0"]) < 1.0  # gray
+    assert chroma(answers["?saturation=1.5"]) > 1.3 * as_trained
+    assert chroma(answers["?saturation=3"]) > chroma(answers["?saturation=1.5"])
+    for answer in answers.values():  # only the colour changes: the lightness is the photo's own
+        assert np.abs(lightness(answer) - lightness(original)).mean() < 1.0
+
+
+@pytest.mark.parametrize("value", ["abc", "-0.5", "nan", "inf", "4.5", ""])
+def test_bad_saturation_gets_400_with_its_range(vivid_server, value):
+    status, headers, body = request(vivid_server.url + f"api/colorize?saturation={value}", read_photo("camera.png"))
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert "saturation must be a number from 0 (gray) to 4" in json.loads(body)["error"]
+
+
 def test_uploads_never_touch_the_file_system(in_process):
     """Audit every file the process opens for writing while a photo is coloured."""
     written, watching = [], threading.Event()
@@ -485,11 +529,12 @@ def test_helpfull_lists_the_flags(capsys):
     assert serve.main(["--helpfull"]) == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--host", "--port", "--max_upload_mb", "--max_pixels", "--queue_size",
-                 "--body_timeout_s", "--colorize_timeout_s", "--allowed_hosts", "--[no]quiet"):
+                 "--body_timeout_s", "--colorize_timeout_s", "--allowed_hosts", "--saturation", "--[no]quiet"):
         assert flag in out
 
 
-@pytest.mark.parametrize("argv", [["--port", "70000"], ["--queue_size", "0"], ["--no_such_flag"], ["photo.jpg"]])
+@pytest.mark.parametrize("argv", [["--port", "70000"], ["--queue_size", "0"], ["--saturation", "-1"],
+                                  ["--saturation", "9"], ["--no_such_flag"], ["photo.jpg"]])
 def test_bad_flags_exit_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         serve.main(argv)
@@ -556,6 +601,8 @@ def test_main_serves_until_interrupted(given, model_path, monkeypatch, capsys, u
 
 def test_ctrl_c_stops_the_server_process_cleanly(server):
     """Last, as it stops the shared server process: exit status 0, an access log, and no traceback."""
+    assert request(server.url + "healthz")[0] == 200
+    assert request(server.url + "api/colorize", b"\0" * (20_000_000 + 1))[0] == 413
     assert server.stop() == 0
     log = "\n".join(server.lines)
     assert '"GET /healthz HTTP/1.1" 200' in log and '"POST /api/colorize HTTP/1.1" 413' in log

@@ -28,10 +28,10 @@ PHOTO = os.path.join(SKIMAGE_DATA, "coffee.png")  # a real photo, wider than tal
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from colorgan import models
+    from conftest import vivid_tiny_generator
     from colorgan.inference import load_colorizer
     path = tmp_path_factory.mktemp("model") / "g.keras"
-    models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(path)
+    vivid_tiny_generator(32).save(path)  # strong colours, so that the strength slider's effect shows
     server = serve.ColorizeServer(load_colorizer(str(path)), port=0, quiet=True).serve_in_background()
     yield server
     server.close()
@@ -65,6 +65,20 @@ def upload(browser, server, path):
     return wait_until_finished(browser)
 
 
+def colour_spread(browser):
+    """The largest difference between the colour channels of any pixel of the result on show."""
+    return browser.execute_script("""
+        const img = document.getElementById('colorized'), canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const d = context.getImageData(0, 0, canvas.width, canvas.height).data;
+        let spread = 0;
+        for (let i = 0; i < d.length; i += 4)
+          spread = Math.max(spread, Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]));
+        return spread;""")
+
+
 def test_page_colorizes_an_uploaded_photo(browser, server, tmp_path):
     state = upload(browser, server, PHOTO)
     status = browser.find_element(By.ID, "status").text
@@ -95,6 +109,16 @@ def test_page_colorizes_an_uploaded_photo(browser, server, tmp_path):
     compare = tmp_path / "colorizer-compare.png"
     browser.save_screenshot(str(compare))
     print(f"screenshot: {compare}")
+
+    # The colour strength: letting the slider go at 0 colours the same photo again, in gray.
+    browser.find_element(By.ID, "view-pair").click()
+    assert colour_spread(browser) > 10
+    browser.execute_script("const s = document.getElementById('saturation'); s.value = 0;"
+                           "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'));")
+    assert browser.find_element(By.ID, "saturation-value").text == "0.00×"
+    WebDriverWait(browser, 60).until(lambda b: "colour 0.00×" in b.find_element(By.ID, "colorized-caption").text)
+    assert wait_until_finished(browser) == "done"
+    assert colour_spread(browser) <= 2
 
     # Nothing blocked or broken: a request for anything off this server would show up here.
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
