@@ -2,9 +2,11 @@
 
 SavedModel: the whole photo-in, photo-out pipeline is in the graph, so a TF Serving client sends JPEG
 or PNG bytes of any size and gets PNG bytes back at the same size. `serving_default` takes `images` and
-returns `images_bytes`: TF Serving's REST API base64-encodes a string output only when its name ends in
-`_bytes` (and decodes a {"b64": ...} input of any string tensor), so REST clients get valid JSON. A
-warm-up request (one small JPEG) rides along in `assets.extra/tf_serving_warmup_requests`.
+returns `images_bytes`; `colorize_saturated` also takes `saturation`, a scalar colour strength (the
+model's a*b* times it, as `colorize --saturation`). TF Serving's REST API base64-encodes a string output
+only when its name ends in `_bytes` (and decodes a {"b64": ...} input of any string tensor), so REST
+clients get valid JSON. A warm-up request (one small JPEG) rides along in
+`assets.extra/tf_serving_warmup_requests`.
 TFLite: only the L -> ab generator goes into the flatbuffer; the colour conversion around it runs on
 the phone's side (or in `colorgan.inference.TFLiteColorizer` here). ONNX: see `colorgan.onnx_export`.
 """
@@ -41,7 +43,7 @@ SERVING_OUTPUT = "images_bytes"    # PNG strings [batch]; TF Serving REST base64
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 class ServingPipeline:
-    """The generator and the full-resolution pipeline around it: the bodies of the three signatures."""
+    """The generator and the full-resolution pipeline around it: the bodies of the four signatures."""
 
     def __init__(self, generator, image_size):
         self.generator = generator
@@ -54,7 +56,7 @@ class ServingPipeline:
         l_full, l_model = inference.prepare(image[None], self.image_size)
         return {"image": inference.finish(l_full, self.predict_ab(l_model)["ab"])[0]}
 
-    def colorize_encoded(self, images):
+    def colorize_encoded(self, images, saturation=None):
         # Photos differ in size, so each is decoded on its own; but the generator runs once, on the
         # whole batch at model size, outside the loop.
         def decode(contents):
@@ -71,11 +73,14 @@ class ServingPipeline:
 
         spec = tf.TensorSpec([self.image_size, self.image_size, 1], tf.float32)
         ab = self.predict_ab(tf.map_fn(model_input, images, fn_output_signature=spec))["ab"]
+        if saturation is not None:  # as inference.SaturatedColorizer: a*b* scaled, kept in the model's range
+            tf.debugging.assert_non_negative(saturation, message="saturation must be 0 (gray) or more")
+            ab = tf.clip_by_value(ab * saturation, -1.0, 1.0)
         # The "_bytes" suffix is what makes TF Serving's REST API send the PNGs base64-encoded.
         return {SERVING_OUTPUT: tf.map_fn(encode, (images, ab), fn_output_signature=tf.string)}
 
     def archive(self):
-        """A keras ExportArchive with the three signatures.
+        """A keras ExportArchive with the four signatures.
 
         Keras' archive (rather than a plain tf.Module) is what makes the Keras 3 variables loadable
         by TF1-style loaders such as `saved_model_cli run`; with tf.saved_model.save of a module
@@ -86,6 +91,9 @@ class ServingPipeline:
         archive.track(self.generator)
         archive.add_endpoint("serving_default", self.colorize_encoded,
                              [tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
+        archive.add_endpoint("colorize_saturated", self.colorize_encoded,
+                             [tf.TensorSpec([None], tf.string, name=SERVING_INPUT),
+                              tf.TensorSpec([], tf.float32, name="saturation")])
         archive.add_endpoint("colorize_tensor", self.colorize_tensor,
                              [tf.TensorSpec([None, None, None], tf.uint8, name="image")])
         archive.add_endpoint("predict_ab", self.predict_ab,

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import skimage.color
 import skimage.data
 import tensorflow as tf
 from PIL import Image, ImageOps
@@ -64,7 +65,7 @@ def loaded(exported):
 
 
 def test_predict_ab_and_colorize_tensor_signatures(loaded, reference):
-    assert set(loaded.signatures) == {"serving_default", "colorize_tensor", "predict_ab"}
+    assert set(loaded.signatures) == {"serving_default", "colorize_saturated", "colorize_tensor", "predict_ab"}
     l = np.random.default_rng(0).uniform(-1, 1, (2, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded.signatures["predict_ab"](l=tf.constant(l))["ab"].numpy(),
                                reference.predict_ab(l), atol=1e-5)
@@ -83,10 +84,10 @@ def test_load_colorizer_reads_the_saved_model(exported, reference):
     np.testing.assert_allclose(colorizer.predict_ab(l), reference.predict_ab(l), atol=1e-5)
 
 
-def test_saved_model_cli_show_lists_the_three_signatures(exported):
+def test_saved_model_cli_show_lists_the_four_signatures(exported):
     shown = subprocess.run([str(SAVED_MODEL_CLI), "show", "--all", "--dir", str(exported)],
                            capture_output=True, text=True, check=True).stdout
-    for signature in ("serving_default", "colorize_tensor", "predict_ab"):
+    for signature in ("serving_default", "colorize_saturated", "colorize_tensor", "predict_ab"):
         assert f"signature_def['{signature}']" in shown
     assert "DT_STRING" in shown and "DT_UINT8" in shown
     assert "outputs['images_bytes'] tensor_info" in shown  # the name TF Serving's REST base64-encodes
@@ -107,21 +108,53 @@ def test_saved_model_cli_run_colorizes_a_jpeg(exported, jpeg_file, reference, tm
     assert np.abs(colorized.astype(int) - expected).mean() < 1.0
 
 
-def tf_serving_rest(signature, body):
-    """TF Serving's REST :predict on a signature of one string input and one output, as its
-    tensorflow_serving/util/json_tensor.cc does it: {"b64": ...} values are base64-decoded into the string
-    tensor; a string output goes back base64-encoded only when its name ends in "_bytes", and as a JSON
-    string otherwise (which raw PNG bytes are not: the decode below raises, as a REST client would choke)."""
+def test_colorize_saturated_scales_the_colour_and_keeps_the_lightness(loaded, jpeg_file, reference):
+    contents = tf.constant([jpeg_file.read_bytes()])
+    saturated = lambda s: np.asarray(Image.open(io.BytesIO(loaded.signatures["colorize_saturated"](
+        images=contents, saturation=tf.constant(s, tf.float32))["images_bytes"].numpy()[0])))
+    (plain,) = loaded.signatures["serving_default"](images=contents)["images_bytes"].numpy()
+    assert np.array_equal(saturated(1.0), np.asarray(Image.open(io.BytesIO(plain))))
+    pixels = photos.read_photo(jpeg_file).pixels
+    for strength in (0.0, 2.5):
+        # Against the Python path's colour strength (TF's and PIL's JPEG decoders differ by a few levels).
+        expected = inference.SaturatedColorizer(reference, strength).colorize(pixels)
+        output = saturated(strength)
+        assert output.shape == (333, 517, 3) and np.abs(output.astype(int) - expected).mean() < 1.0
+    gray = saturated(0.0)
+    assert np.abs(gray.astype(int) - gray[..., :1]).max() <= 1  # a = b = 0: every channel the same
+    lightness = lambda rgb: skimage.color.rgb2lab(rgb)[..., 0]
+    vivid = saturated(2.5)
+    assert np.abs(lightness(vivid) - lightness(gray)).mean() < 1.0  # only the colour moved ...
+    chroma = lambda rgb: np.hypot(*np.moveaxis(skimage.color.rgb2lab(rgb)[..., 1:], -1, 0)).mean()
+    assert chroma(vivid) > 1.8 * chroma(saturated(1.0))  # ... and it moved a lot
+    with pytest.raises(tf.errors.InvalidArgumentError, match="saturation must be 0"):
+        saturated(-0.5)
+
+
+def tf_serving_rest(signatures, body):
+    """TF Serving's REST :predict as its tensorflow_serving/util/json_tensor.cc does it, for signatures of
+    one output: the request's "signature_name" (default serving_default) picks the signature; {"b64": ...}
+    values are base64-decoded into string tensors, other values become tensors of the input's dtype (the
+    columnar "inputs" form names each input and may hold a scalar); a string output goes back
+    base64-encoded only when its name ends in "_bytes", and as a JSON string otherwise (which raw PNG bytes
+    are not: the decode below raises, as a REST client would choke)."""
     request = json.loads(body)
-    (input_name,) = signature.structured_input_signature[1]
+    signature = signatures[request.get("signature_name", "serving_default")]
+    specs = signature.structured_input_signature[1]
     values = request["instances"] if "instances" in request else request["inputs"]
-    if isinstance(values, dict):  # the columnar form may name the input
-        values = values[input_name]
-    contents = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for v in values]
-    ((name, tensor),) = signature(**{input_name: tf.constant(contents)}).items()
+    if not isinstance(values, dict):  # the row form, or the columnar form of a one-input signature
+        (input_name,) = specs
+        values = {input_name: values}
+
+    def tensor(name, value):
+        if specs[name].dtype == tf.string:
+            return tf.constant([base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for v in value])
+        return tf.constant(value, specs[name].dtype)
+
+    ((name, output),) = signature(**{k: tensor(k, v) for k, v in values.items()}).items()
     encode = ((lambda v: {"b64": base64.b64encode(v).decode()}) if name.endswith("_bytes")
               else (lambda v: v.decode("utf-8")))
-    return json.dumps({"predictions" if "instances" in request else "outputs": [encode(v) for v in tensor.numpy()]})
+    return json.dumps({"predictions" if "instances" in request else "outputs": [encode(v) for v in output.numpy()]})
 
 
 @pytest.mark.parametrize("form", ["instances", "inputs"])
@@ -129,12 +162,22 @@ def test_a_tf_serving_rest_client_gets_a_base64_png_back(form, loaded, jpeg_file
     # Exactly the JSON a REST client sends (README: "Serving with TF Serving"), in either request form.
     b64 = base64.b64encode(jpeg_file.read_bytes()).decode("ascii")
     body = json.dumps({"instances": [{"b64": b64}]} if form == "instances" else {"inputs": {"images": [{"b64": b64}]}})
-    response = json.loads(tf_serving_rest(loaded.signatures["serving_default"], body))
+    response = json.loads(tf_serving_rest(loaded.signatures, body))
     (prediction,) = response["predictions" if form == "instances" else "outputs"]
     colorized = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["b64"]))))
     assert colorized.shape == (333, 517, 3)
     expected = reference.colorize(photos.read_photo(jpeg_file).pixels)
     assert np.abs(colorized.astype(int) - expected).mean() < 1.0
+
+
+def test_a_tf_serving_rest_client_can_ask_for_more_colour(loaded, jpeg_file, reference):
+    # The README's request for colorize_saturated: the columnar form, with the strength as a scalar.
+    b64 = base64.b64encode(jpeg_file.read_bytes()).decode("ascii")
+    body = json.dumps({"signature_name": "colorize_saturated", "inputs": {"images": [{"b64": b64}], "saturation": 1.5}})
+    (prediction,) = json.loads(tf_serving_rest(loaded.signatures, body))["outputs"]
+    colorized = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["b64"]))))
+    expected = inference.SaturatedColorizer(reference, 1.5).colorize(photos.read_photo(jpeg_file).pixels)
+    assert colorized.shape == (333, 517, 3) and np.abs(colorized.astype(int) - expected).mean() < 1.0
 
 
 def test_the_warmup_request_is_a_prediction_log_for_serving_default(exported, loaded):
