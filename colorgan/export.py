@@ -74,7 +74,8 @@ class ServingPipeline:
         spec = tf.TensorSpec([self.image_size, self.image_size, 1], tf.float32)
         ab = self.predict_ab(tf.map_fn(model_input, images, fn_output_signature=spec))["ab"]
         if saturation is not None:  # as inference.SaturatedColorizer: a*b* scaled, kept in the model's range
-            tf.debugging.assert_non_negative(saturation, message="saturation must be 0 (gray) or more")
+            tf.debugging.assert_equal(tf.math.is_finite(saturation) & (saturation >= 0.0), True,
+                                      message="saturation must be a finite number, 0 (gray) or more")
             ab = tf.clip_by_value(ab * saturation, -1.0, 1.0)
         # The "_bytes" suffix is what makes TF Serving's REST API send the PNGs base64-encoded.
         return {SERVING_OUTPUT: tf.map_fn(encode, (images, ab), fn_output_signature=tf.string)}

@@ -127,8 +127,9 @@ def test_colorize_saturated_scales_the_colour_and_keeps_the_lightness(loaded, jp
     assert np.abs(lightness(vivid) - lightness(gray)).mean() < 1.0  # only the colour moved ...
     chroma = lambda rgb: np.hypot(*np.moveaxis(skimage.color.rgb2lab(rgb)[..., 1:], -1, 0)).mean()
     assert chroma(vivid) > 1.8 * chroma(saturated(1.0))  # ... and it moved a lot
-    with pytest.raises(tf.errors.InvalidArgumentError, match="saturation must be 0"):
-        saturated(-0.5)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="saturation must be a finite number"):
+            saturated(bad)
 
 
 def tf_serving_rest(signatures, body):
