@@ -112,21 +112,19 @@ def test_colorize_saturated_scales_the_colour_and_keeps_the_lightness(loaded, jp
     contents = tf.constant([jpeg_file.read_bytes()])
     saturated = lambda s: np.asarray(Image.open(io.BytesIO(loaded.signatures["colorize_saturated"](
         images=contents, saturation=tf.constant(s, tf.float32))["images_bytes"].numpy()[0])))
+    gray, own, vivid = (saturated(strength) for strength in (0.0, 1.0, 2.5))
     (plain,) = loaded.signatures["serving_default"](images=contents)["images_bytes"].numpy()
-    assert np.array_equal(saturated(1.0), np.asarray(Image.open(io.BytesIO(plain))))
+    assert np.array_equal(own, np.asarray(Image.open(io.BytesIO(plain))))
     pixels = photos.read_photo(jpeg_file).pixels
-    for strength in (0.0, 2.5):
+    for strength, output in ((0.0, gray), (2.5, vivid)):
         # Against the Python path's colour strength (TF's and PIL's JPEG decoders differ by a few levels).
         expected = inference.SaturatedColorizer(reference, strength).colorize(pixels)
-        output = saturated(strength)
         assert output.shape == (333, 517, 3) and np.abs(output.astype(int) - expected).mean() < 1.0
-    gray = saturated(0.0)
     assert np.abs(gray.astype(int) - gray[..., :1]).max() <= 1  # a = b = 0: every channel the same
     lightness = lambda rgb: skimage.color.rgb2lab(rgb)[..., 0]
-    vivid = saturated(2.5)
     assert np.abs(lightness(vivid) - lightness(gray)).mean() < 1.0  # only the colour moved ...
     chroma = lambda rgb: np.hypot(*np.moveaxis(skimage.color.rgb2lab(rgb)[..., 1:], -1, 0)).mean()
-    assert chroma(vivid) > 1.8 * chroma(saturated(1.0))  # ... and it moved a lot
+    assert chroma(vivid) > 1.8 * chroma(own)  # ... and it moved a lot
     for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(tf.errors.InvalidArgumentError, match="saturation must be a finite number"):
             saturated(bad)
