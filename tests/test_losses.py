@@ -101,6 +101,6 @@ def test_perceptual_loss_is_zero_for_identical_images_and_grows_with_distortion(
 def test_perceptual_features_are_frozen_imagenet_weights(features):
     assert not features.trainable_variables
     from colorgan.models import efficientnet_lite
-    reference = efficientnet_lite.EfficientNetLite0(input_shape=(64, 64, 3), weights="imagenet")
+    reference = efficientnet_lite.EfficientNetLite("lite0", input_shape=(64, 64, 3), weights="imagenet")
     stem = next(w for w in features.weights if w.path.endswith("stem_conv/kernel"))
     np.testing.assert_array_equal(stem.numpy(), reference.get_layer("stem_conv").kernel.numpy())

