@@ -169,3 +169,60 @@ def test_load_generator_from_a_keras_file(tmp_path):
     assert size == 32
     with pytest.raises(ColorganError, match="not a colorgan run"):
         saving.load_generator(str(tmp_path))
+
+
+def train_once(layer, x):
+    """One training-mode call: the output, the gradients of a non-linear loss, the layer's moving stats."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.sin(tf.cast(y, tf.float32)))
+    grads = tape.gradient(loss, [x, *layer.trainable_weights])
+    return [tf.cast(t, tf.float32).numpy() for t in (y, *grads, *layer.non_trainable_weights)]
+
+
+@pytest.mark.parametrize("policy,tolerance", [("float32", 1e-4), ("mixed_bfloat16", 5e-2)])
+def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy, tolerance):
+    keras.mixed_precision.set_dtype_policy(policy)
+    x = tf.cast(tf.random.stateless_normal([4, 8, 8, 5], seed=[1, 2]) * 3 + 1, keras.mixed_precision.dtype_policy().compute_dtype)
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    fused_bn = models.blocks.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    for layer in (keras_bn, fused_bn):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 5))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 5))
+    expected, got = train_once(keras_bn, x), train_once(fused_bn, x)
+    # output, d/dx, d/dgamma, d/dbeta, moving mean, moving (biased) variance
+    for name, e, g in zip(["y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"], expected, got):
+        np.testing.assert_allclose(g, e, rtol=tolerance, atol=tolerance, err_msg=name)
+    assert fused_bn.moving_variance.numpy()[0] != 1.0  # the statistics did move
+    np.testing.assert_allclose(fused_bn(x, training=False), keras_bn(x, training=False), rtol=1e-6, atol=1e-6)
+
+
+def test_leaky_relu_gradient_equals_keras_and_reads_no_input():
+    x = tf.constant(np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4, 1))
+    ours, theirs = models.blocks.LeakyReLU(0.2), keras.layers.LeakyReLU(0.2)
+    for training in (True, False):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y_ours, y_theirs = ours(x, training=training), theirs(x)
+        np.testing.assert_array_equal(y_ours, y_theirs)
+        np.testing.assert_array_equal(tape.gradient(y_ours * x, x), tape.gradient(y_theirs * x, x))
+
+
+def test_the_gan_step_keeps_grappler_remapper_fusions(capfd):
+    """Keras's LeakyReLU after a biased conv made grappler's remapper fail and drop all its fusions."""
+    g = models.build_generator("unet", image_size=32, base_filters=8, depth=5)
+    c = models.build_critic("patchgan", image_size=32, base_filters=8)
+    variables = g.trainable_weights + c.trainable_weights
+
+    @tf.function
+    def step(l):
+        with tf.GradientTape() as tape:
+            logits = c(tf.concat([l, g(l, training=True) * 0 + 0.1], -1), training=True)
+            loss = tf.reduce_mean(tf.square(logits))
+        return tape.gradient(loss, variables)
+
+    grads = step(tf.random.uniform([2, 32, 32, 1], -1, 1))
+    assert all(gr is not None for gr in grads)
+    assert "remapper failed" not in capfd.readouterr().err

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from colorgan import data, models, saving, training
 from colorgan.errors import ColorganError
-from colorgan.training import TrainConfig
+from colorgan.training import TrainConfig, loop
 
 
 def tiny_config(logdir, **overrides):
@@ -288,3 +289,32 @@ def test_ema_after_a_frozen_encoder_stage_averages_every_weight_by_variable(tmp_
     assert set(averaged) == {w.path for w in t.generator.weights}
     for w in t.generator.weights:  # finish() put each average into its own variable
         np.testing.assert_array_equal(w.numpy(), averaged[w.path])
+
+
+def test_fused_adam_takes_the_same_steps_as_keras_adam():
+    """training.loop.Adam (one ResourceApplyAdam per variable) against Keras's element-wise Adam."""
+    def five_steps(optimizer_class):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+        schedule = keras.optimizers.schedules.PolynomialDecay(1e-2, 10, end_learning_rate=0.0)
+        optimizer = optimizer_class(schedule, beta_1=0.5, beta_2=0.999)
+        x = tf.random.stateless_normal([16, 4], seed=[0, 1])
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(x) - 1.0))
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+        for _ in range(5):
+            step()
+        graph = step.get_concrete_function().graph.as_graph_def()
+        op_types = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+        return [w.numpy() for w in model.weights], [v.numpy() for v in optimizer.variables], op_types
+
+    (keras_weights, keras_slots, _), (fused_weights, fused_slots, fused_ops) = (
+        five_steps(keras.optimizers.Adam), five_steps(loop.Adam))
+    assert "ResourceApplyAdam" in fused_ops
+    start = five_steps(lambda *a, **k: keras.optimizers.SGD(0.0))[0]
+    assert any(np.abs(k - s).max() > 1e-3 for k, s in zip(keras_weights, start))  # the weights did move
+    for k, f in zip(keras_weights + keras_slots, fused_weights + fused_slots):
+        np.testing.assert_allclose(f, k, rtol=1e-5, atol=1e-6)

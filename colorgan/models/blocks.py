@@ -1,6 +1,7 @@
 """Building blocks the networks share: pix2pix's initialisers, normalisation by name, size checks, and
 the two colour heads (tanh regression of ab, or Zhang et al.'s classes with their annealed mean)."""
 import keras
+import tensorflow as tf
 from keras import layers
 
 from colorgan import ab_bins, color
@@ -17,10 +18,68 @@ def gamma_init():
     return keras.initializers.RandomNormal(1.0, 0.02)
 
 
+@keras.saving.register_keras_serializable(package="colorgan")
+class FusedBatchNorm(layers.BatchNormalization):
+    """Keras's BatchNormalization, its training step as one fused kernel (FusedBatchNormV3 and its gradient).
+
+    Keras computes the batch moments op by op in float32, which under bfloat16 means casts, means, squared
+    differences and their gradients around every norm of the pix2pix step. The fused kernel reads the
+    bfloat16 activations as they are, keeps the statistics in float32, and lets grappler fuse the
+    activation that follows; with the LeakyReLU below it made that step about a fifth faster on an AMX
+    CPU (BENCHMARKS.md, 2026-12-07). Same weights,
+    outputs and moving averages (of the biased variance, as Keras keeps them), so a model saved with either
+    layer loads into the other. Inference, synchronized (multi-replica) batch norm and anything that is
+    not a 4-D channels-last tensor take Keras's own path.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        outputs, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, self.compute_dtype), scale=gamma, offset=beta, mean=tf.zeros([0]),
+            variance=tf.zeros([0]), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        # The kernel returns the Bessel-corrected variance; Keras averages the biased one.
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = unbiased_variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="colorgan")
+class LeakyReLU(layers.LeakyReLU):
+    """Keras's LeakyReLU, its gradient computed from its output instead of its input (the same numbers:
+    for a positive slope the two have the same sign).
+
+    With Keras's gradient, TensorFlow's graph optimiser (grappler's remapper) fuses a conv, its bias and
+    this activation into one kernel but leaves the gradient reading the bias output it removed; the
+    remapper then fails and drops every fusion of the step ("remapper failed: ... LeakyReluGrad ...
+    missing node ... BiasAdd", printed at every trace of the pix2pix critic's step).
+    Inference keeps Keras's plain op, so exported graphs do not change.
+    """
+
+    def call(self, inputs, training=None):
+        slope = self.negative_slope
+        if not training:
+            return tf.nn.leaky_relu(inputs, alpha=slope)
+
+        @tf.custom_gradient
+        def leaky_relu(x):
+            y = tf.nn.leaky_relu(x, alpha=slope)
+            return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=slope)
+
+        return leaky_relu(inputs)
+
+
 def norm_layer(kind, name=None):
     """batch | instance | layer | none. Matches PyTorch's BatchNorm2d defaults (momentum 0.1, eps 1e-5)."""
     if kind == "batch":
-        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(),
+        return FusedBatchNorm(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(),
                                          name=name)
     if kind == "instance":
         return layers.GroupNormalization(groups=-1, epsilon=1e-5, gamma_initializer=gamma_init(), name=name)

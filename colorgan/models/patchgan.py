@@ -2,7 +2,7 @@
 import keras
 from keras import layers
 
-from colorgan.models.blocks import check_size, conv_init, norm_layer
+from colorgan.models.blocks import LeakyReLU, check_size, conv_init, norm_layer
 
 
 def patchgan(image_size=256, in_channels=3, base_filters=64, n_layers=3, norm="batch",
@@ -21,13 +21,13 @@ def patchgan(image_size=256, in_channels=3, base_filters=64, n_layers=3, norm="b
             c = layers.SpectralNormalization(c, name=f"{name}_sn")
         return c(layers.ZeroPadding2D(1)(x))
 
-    x = layers.LeakyReLU(0.2)(conv(inputs, base_filters, 2, True, "conv0"))
+    x = LeakyReLU(0.2)(conv(inputs, base_filters, 2, True, "conv0"))
     for i in range(1, n_layers + 1):
         stride = 2 if i < n_layers else 1
         x = conv(x, base_filters * min(2 ** i, 8), stride, norm != "batch", f"conv{i}")
         n = norm_layer(norm, f"norm{i}")
         x = n(x) if n else x
-        x = layers.LeakyReLU(0.2)(x)
+        x = LeakyReLU(0.2)(x)
     x = conv(x, 1, 1, True, "logits")
     outputs = layers.Activation("linear", dtype="float32", name="patch_logits")(x)
     return keras.Model(inputs, outputs, name="patchgan")

@@ -3,7 +3,7 @@ import keras
 from keras import layers
 
 from colorgan.errors import ColorganError
-from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
+from colorgan.models.blocks import LeakyReLU, check_head, check_size, class_head, conv_init, norm_layer
 
 
 def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8, dropout=0.5,
@@ -27,7 +27,7 @@ def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8
     x, skips = inputs, []
     for i, f in enumerate(filters):
         if i > 0:
-            x = layers.LeakyReLU(0.2)(x)
+            x = LeakyReLU(0.2)(x)
         x = layers.Conv2D(f, 4, 2, "same", use_bias=use_bias, kernel_initializer=conv_init(),
                           name=f"down{i}_conv")(x)
         if 0 < i < depth - 1:
