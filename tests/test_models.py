@@ -186,7 +186,7 @@ def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy, tolerance):
     keras.mixed_precision.set_dtype_policy(policy)
     x = tf.cast(tf.random.stateless_normal([4, 8, 8, 5], seed=[1, 2]) * 3 + 1, keras.mixed_precision.dtype_policy().compute_dtype)
     keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-    fused_bn = models.blocks.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    fused_bn = models.blocks.BatchNormalization(momentum=0.9, epsilon=1e-5)
     for layer in (keras_bn, fused_bn):
         layer.build(x.shape)
         layer.gamma.assign(np.linspace(0.5, 2.0, 5))
@@ -226,3 +226,11 @@ def test_the_gan_step_keeps_grappler_remapper_fusions(capfd):
     grads = step(tf.random.uniform([2, 32, 32, 1], -1, 1))
     assert all(gr is not None for gr in grads)
     assert "remapper failed" not in capfd.readouterr().err
+
+
+def test_the_fused_layers_keep_keras_automatic_names():
+    # A --ema checkpoint stores its averages by weight path, which holds unnamed layers' automatic names.
+    def prefix(layer):
+        return layer.name.rstrip("_0123456789")
+    assert prefix(models.blocks.BatchNormalization()) == prefix(keras.layers.BatchNormalization()) == "batch_normalization"
+    assert prefix(models.blocks.LeakyReLU()) == prefix(keras.layers.LeakyReLU()) == "leaky_re_lu"

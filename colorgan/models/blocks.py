@@ -19,17 +19,18 @@ def gamma_init():
 
 
 @keras.saving.register_keras_serializable(package="colorgan")
-class FusedBatchNorm(layers.BatchNormalization):
+class BatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, its training step as one fused kernel (FusedBatchNormV3 and its gradient).
 
     Keras computes the batch moments op by op in float32, which under bfloat16 means casts, means, squared
     differences and their gradients around every norm of the pix2pix step. The fused kernel reads the
     bfloat16 activations as they are, keeps the statistics in float32, and lets grappler fuse the
     activation that follows; with the LeakyReLU below it made that step about a fifth faster on an AMX
-    CPU (BENCHMARKS.md, 2026-12-07). Same weights,
-    outputs and moving averages (of the biased variance, as Keras keeps them), so a model saved with either
-    layer loads into the other. Inference, synchronized (multi-replica) batch norm and anything that is
-    not a 4-D channels-last tensor take Keras's own path.
+    CPU (BENCHMARKS.md, 2026-12-07). Same weights, outputs and moving averages (of the biased variance,
+    as Keras keeps them), so a model saved with either layer loads into the other. Inference, synchronized (multi-replica) batch norm and anything that is
+    not a 4-D channels-last tensor take Keras's own path. It keeps Keras's class name so that unnamed
+    layers keep their automatic names ("batch_normalization_3"), and with them the weight paths that
+    the weight averages of earlier checkpoints are stored under.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -79,8 +80,7 @@ class LeakyReLU(layers.LeakyReLU):
 def norm_layer(kind, name=None):
     """batch | instance | layer | none. Matches PyTorch's BatchNorm2d defaults (momentum 0.1, eps 1e-5)."""
     if kind == "batch":
-        return FusedBatchNorm(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(),
-                                         name=name)
+        return BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(), name=name)
     if kind == "instance":
         return layers.GroupNormalization(groups=-1, epsilon=1e-5, gamma_initializer=gamma_init(), name=name)
     if kind == "layer":

