@@ -27,10 +27,11 @@ class BatchNormalization(layers.BatchNormalization):
     bfloat16 activations as they are, keeps the statistics in float32, and lets grappler fuse the
     activation that follows; with the LeakyReLU below it made that step about a fifth faster on an AMX
     CPU (BENCHMARKS.md, 2026-12-07). Same weights, outputs and moving averages (of the biased variance,
-    as Keras keeps them), so a model saved with either layer loads into the other. Inference, synchronized (multi-replica) batch norm and anything that is
-    not a 4-D channels-last tensor take Keras's own path. It keeps Keras's class name so that unnamed
-    layers keep their automatic names ("batch_normalization_3"), and with them the weight paths that
-    the weight averages of earlier checkpoints are stored under.
+    as Keras keeps them), so a model saved with either layer loads into the other. Inference,
+    synchronized (multi-replica) batch norm and anything that is not a 4-D channels-last tensor take
+    Keras's own path. It keeps Keras's class name so that unnamed layers keep their automatic names
+    ("batch_normalization_3"), and with them the weight paths that the weight averages of earlier
+    checkpoints are stored under.
     """
 
     def call(self, inputs, training=None, mask=None):
