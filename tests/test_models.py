@@ -199,7 +199,7 @@ def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy, tolerance):
     np.testing.assert_allclose(fused_bn(x, training=False), keras_bn(x, training=False), rtol=1e-6, atol=1e-6)
 
 
-def test_leaky_relu_gradient_equals_keras_and_reads_no_input():
+def test_leaky_relu_equals_keras_in_values_and_gradients():
     x = tf.constant(np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4, 1))
     ours, theirs = models.blocks.LeakyReLU(0.2), keras.layers.LeakyReLU(0.2)
     for training in (True, False):
