@@ -138,13 +138,23 @@ def test_models_run_under_mixed_precision_with_float32_outputs(policy):
     for model in (models.build_generator("unet", image_size=32, base_filters=8, depth=5),
                   models.build_generator("resunet", image_size=32, width=8, depth=3, blocks=1),
                   models.build_generator("backbone:mobilenet_v2", image_size=32, encoder_weights="none"),
-                  models.build_critic("patchgan", image_size=32, base_filters=8)):
+                  models.build_critic("patchgan", image_size=32, base_filters=8),
+                  models.build_critic("projected", image_size=32, filters=8)):
         x = tf.random.uniform([2, 32, 32, model.input_shape[-1]], -1, 1)
         y = model(x, training=True)
         assert y.dtype == tf.float32, model.name
         assert np.isfinite(y.numpy()).all(), model.name
-        compute = {l.compute_dtype for l in model.layers if isinstance(l, keras.layers.Conv2D)}
+        compute = {l.compute_dtype for l in all_layers(model) if isinstance(l, keras.layers.Conv2D)}
         assert compute == {policy.split("_")[1]}, model.name
+
+
+def all_layers(model):
+    """Every layer, inside nested models and wrappers (spectral norm) too."""
+    for layer in model.layers:
+        yield layer
+        yield from all_layers(layer) if isinstance(layer, keras.Model) else ()
+        if isinstance(layer, keras.layers.Wrapper):
+            yield layer.layer
 
 
 @pytest.mark.parametrize("build", [
@@ -152,6 +162,7 @@ def test_models_run_under_mixed_precision_with_float32_outputs(policy):
     lambda: models.build_generator("resunet", image_size=32, width=8, depth=3, blocks=1, norm="instance"),
     lambda: models.build_generator("backbone:mobilenet_v2", image_size=32, encoder_weights="none"),
     lambda: models.build_critic("patchgan", image_size=32, base_filters=8, spectral_norm=True, norm="layer"),
+    lambda: models.build_critic("projected", image_size=32, filters=8, strides="8/16"),
 ])
 def test_save_and_reload_gives_identical_outputs(tmp_path, build):
     model = build()
@@ -234,3 +245,46 @@ def test_the_fused_layers_keep_keras_automatic_names():
         return layer.name.rstrip("_0123456789")
     assert prefix(models.blocks.BatchNormalization()) == prefix(keras.layers.BatchNormalization()) == "batch_normalization"
     assert prefix(models.blocks.LeakyReLU()) == prefix(keras.layers.LeakyReLU()) == "leaky_re_lu"
+
+
+def test_projected_critic_judges_the_photo_the_lab_stands_for_and_trains_only_its_heads():
+    """Its RGB is skimage's lab2rgb of the Lab it is given; the ImageNet features stay frozen (weights and
+    batch-norm statistics) while a critic step moves the heads; the coarse scales repeat over their cells;
+    and the generator gets a gradient through it."""
+    from skimage import color as skcolor
+
+    from colorgan.models.projected import LabToEncoderRGB
+    rgb = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3))
+    lab = skcolor.rgb2lab(rgb)
+    model_lab = np.concatenate([lab[..., :1] / 50 - 1, lab[..., 1:] / 110], -1).astype(np.float32)
+    np.testing.assert_allclose(LabToEncoderRGB()(model_lab).numpy(), (rgb * 255 - 127) / 128, atol=2e-3)
+
+    c = models.build_critic("projected", image_size=64, in_channels=3, filters=8)
+    features = c.get_layer("features")
+    assert not features.trainable_weights and features.non_trainable_weights
+    frozen = [w.numpy().copy() for w in features.weights]
+    x = tf.random.uniform([4, 64, 64, 3], -1, 1)
+    out = c(x, training=True).numpy()
+    assert out.shape == (4, 16, 16, 3)  # strides 4, 8, 16 on the stride-4 grid
+    np.testing.assert_array_equal(out[:, ::4, ::4, 2], out[:, 3::4, 3::4, 2])
+    assert not np.array_equal(out[:, 0, 0, 0], out[:, 0, 1, 0])
+
+    heads = [w.numpy().copy() for w in c.trainable_weights]
+    opt = keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(c(x, training=True) - 1.0))
+    opt.apply(tape.gradient(loss, c.trainable_weights), c.trainable_weights)
+    for before, w in zip(frozen, features.weights):
+        np.testing.assert_array_equal(before, w.numpy())
+    assert all(not np.array_equal(b, w.numpy()) for b, w in zip(heads, c.trainable_weights) if "kernel" in w.path)
+
+    ab = tf.Variable(x[..., 1:])
+    with tf.GradientTape() as tape:
+        score = tf.reduce_mean(c(tf.concat([x[..., :1], ab], -1), training=False))
+    assert float(tf.reduce_max(tf.abs(tape.gradient(score, ab)))) > 0
+
+
+@pytest.mark.parametrize("options", [dict(strides="3/8"), dict(strides="x"), dict(in_channels=1)])
+def test_projected_critic_refuses_bad_options_with_the_choices(options):
+    with pytest.raises(ColorganError, match="strides must be some of 2/4/8/16/32|in_channels must be 3"):
+        models.build_critic("projected", image_size=64, **options)

@@ -5,6 +5,7 @@
   build_generator("backbone:resnet50")     a U-Net decoder on a keras.applications encoder
   build_generator("backbone:efficientnet_lite0")  the same on EfficientNet-Lite0 (_lite1, _lite2 too), weights offline
   build_critic("patchgan")                 the 70x70 PatchGAN
+  build_critic("projected")                patch critics on frozen ImageNet EfficientNet-Lite features
 
 Generators map normalised L (B, S, S, 1) to normalised ab (B, S, S, 2); critics map Lab (L and ab
 concatenated, B, S, S, 3) to a grid of logits. Outputs are float32 under any mixed-precision policy.
@@ -12,11 +13,12 @@ concatenated, B, S, S, 3) to a grid of logits. Outputs are float32 under any mix
 from colorgan.errors import ColorganError
 from colorgan.models.backbone import BACKBONES, backbone_unet, perceptual_features
 from colorgan.models.patchgan import patchgan
+from colorgan.models.projected import projected
 from colorgan.models.resunet import resunet
 from colorgan.models.unet import unet
 
 GENERATORS = {"unet": unet, "resunet": resunet}
-CRITICS = {"patchgan": patchgan}
+CRITICS = {"patchgan": patchgan, "projected": projected}
 
 
 def generator_names():
@@ -41,7 +43,7 @@ def build_generator(name, image_size=256, **options):
 
 
 def build_critic(name, image_size=256, **options):
-    """A critic by name: 'patchgan'."""
+    """A critic by name: 'patchgan' or 'projected'."""
     if name not in CRITICS:
         raise ColorganError(f"unknown critic {name!r}: use one of {', '.join(CRITICS)}")
     return _call_builder("critic", CRITICS[name], name, image_size, options)
