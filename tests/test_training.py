@@ -321,19 +321,22 @@ def test_fused_adam_takes_the_same_steps_as_keras_adam():
 
 
 def test_a_run_with_the_projected_critic_trains_its_heads_and_hands_them_on(tmp_path):
-    """The GAN stage with the projected critic: finite losses, the ImageNet features untouched, and the
-    critic.keras it writes starts the next run's critic exactly (--init_critic_from)."""
-    cfg = tiny_config(tmp_path / "a", image_size=32, generator_options="base_filters=8,depth=5", critic="projected", critic_options="filters=8",
-                      pretrain_steps=0, train_steps=3, export=True)
+    """The GAN stage with the projected critic, under WGAN-GP (whose penalty differentiates through the
+    frozen network twice): finite losses, the ImageNet features untouched, and the critic.keras it writes
+    starts the next run's critic exactly (--init_critic_from)."""
+    projected = dict(image_size=32, generator_options="base_filters=8,depth=5", critic="projected",
+                     critic_options="filters=8")
+    cfg = tiny_config(tmp_path / "a", **projected, objective="wgan-gp", critic_steps=2, pretrain_steps=0,
+                      train_steps=3, export=True)
     fresh = models.build_critic("projected", 32, in_channels=3, filters=8).get_layer("features")
     result, logs = run_logging_losses(cfg)
     assert result["step"] == 3
     assert all(np.isfinite(v) for values in logs.values() for v in values.values())
+    assert all(values["critic/gradient_penalty"] > 0 for values in logs.values())
     t = result["trainer"]
     for a, b in zip(t.critic.get_layer("features").get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert int(t.d_opt.iterations) == 3
-    nxt = training.Trainer(tiny_config(tmp_path / "b", image_size=32, generator_options="base_filters=8,depth=5", critic="projected", critic_options="filters=8",
-                                       init_critic_from=result["critic"]))
+    assert int(t.d_opt.iterations) == 6
+    nxt = training.Trainer(tiny_config(tmp_path / "b", **projected, init_critic_from=result["critic"]))
     for a, b in zip(nxt.critic.get_weights(), t.critic.get_weights()):
         np.testing.assert_array_equal(a, b)

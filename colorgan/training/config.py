@@ -30,8 +30,8 @@ class TrainConfig:
     # models
     generator: str = dataclasses.field(default="unet", metadata={"help": "unet | resunet | backbone:efficientnet_lite0, _lite1 or _lite2 (offline ImageNet weights) | backbone:resnet50 | backbone:mobilenet_v2 | backbone:efficientnet_b0."})
     generator_options: str = dataclasses.field(default="", metadata={"help": "Builder options as key=value,... e.g. base_filters=16,depth=6."})
-    critic: str = dataclasses.field(default="patchgan", metadata={"help": "Critic architecture."})
-    critic_options: str = dataclasses.field(default="", metadata={"help": "Critic options as key=value,... e.g. norm=instance."})
+    critic: str = dataclasses.field(default="patchgan", metadata={"help": "patchgan (the 70x70 PatchGAN) | projected (patch critics on frozen ImageNet EfficientNet-Lite features)."})
+    critic_options: str = dataclasses.field(default="", metadata={"help": "Critic options as key=value,... e.g. norm=instance (patchgan), strides=4/8/16 (projected)."})
     freeze_encoder_in_pretrain: bool = dataclasses.field(default=True, metadata={"help": "Backbone U-Nets: keep the encoder frozen during L1 pretraining."})
     init_from: str = dataclasses.field(default="", metadata={"help": "Start the generator from this .keras file (e.g. models/colorgan-lite0.keras); a checkpoint in --logdir still wins."})
     init_critic_from: str = dataclasses.field(default="", metadata={"help": "Start the critic from this .keras file (a run's critic.keras)."})
@@ -140,8 +140,9 @@ def validate(cfg):
     if cfg.class_weight and head != "classes":
         raise ColorganError(f"--class_weight={cfg.class_weight} needs a generator with the class head: add "
                             "head=classes to --generator_options (or set --class_weight=0)")
+    # The projected critic's batch norms are frozen (inference statistics): they couple no examples.
     critic_norm = parse_options(cfg.critic_options).get("norm", "batch")
-    if cfg.objective == "wgan-gp" and critic_norm == "batch":
+    if cfg.objective == "wgan-gp" and cfg.critic == "patchgan" and critic_norm == "batch":
         raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "
                             "gradient penalty treats one by one; add --critic_options=norm=instance (or layer, none)")
 
