@@ -113,6 +113,35 @@ def as_colorizer(model):
     return model if isinstance(model, (str, inference.Colorizer)) else PredictAbOnly(model)
 
 
+class RealColourAt(inference.Colorizer):
+    """A reference, not a model (``--model=real:S``): each photo's own colour, kept at S x S and resized
+    back as a model's prediction is, times ``saturation``. It tells what a colorizer that got the colour
+    right at that resolution would score, which is how to read a target: the real colour at half its
+    strength, or only on an 8x8 grid, shows what each metric asks for (models/MODEL_CARD.md)."""
+
+    def __init__(self, image_size, saturation=1.0):
+        inference.check_saturation(saturation)
+        super().__init__(image_size, f"the real colour at {image_size}x{image_size}")
+        self.saturation = float(saturation)
+
+    def colorize_batch(self, images):
+        l_full, _ = self._prepare(images)
+        small = tf.image.resize(inference.to_rgb_float(images), (self.image_size, self.image_size),
+                                method="bilinear", antialias=True)
+        _, ab = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
+        return self._finish(l_full, np.clip(ab.numpy() * self.saturation, -1.0, 1.0)).numpy()
+
+
+def real_colour_size(spec):
+    """'real:S' -> S; None for any other spec."""
+    if not isinstance(spec, str) or not spec.startswith("real:"):
+        return None
+    size = spec.split(":", 1)[1]
+    if not size.isdigit() or int(size) < 1:
+        raise ColorganError(f"--model={spec}: write real:S with S a whole number of pixels, e.g. real:8")
+    return int(size)
+
+
 class GrayColorizer(inference.Colorizer):
     """The trivial colorizer: each photo's own L with a = b = 0, through the same pipeline as the model
     (gray is inside the gamut, so a model that predicts no colour scores exactly as this baseline)."""
@@ -162,13 +191,16 @@ def load_model(spec, saturation=1.0):
     if spec is not None and not isinstance(spec, str):
         # already a colorizer (tests, notebooks)
         return spec if saturation == 1.0 else inference.SaturatedColorizer(as_colorizer(spec), saturation)
+    if real_colour_size(spec):
+        return RealColourAt(real_colour_size(spec), saturation)
     if spec in BASELINES:
         if saturation != 1.0:
             raise ColorganError(f"--saturation applies to a model, not to the {spec} baseline")
         return spec
     if spec is not None and not (os.path.exists(spec) or os.path.exists(spec + ".index")):
         raise ColorganError(f"--model={spec}: no such file or directory; give a training run dir or checkpoint, "
-                            f"a .keras file, a SavedModel, a .tflite or .onnx file, or one of {', '.join(BASELINES)}")
+                            f"a .keras file, a SavedModel, a .tflite or .onnx file, one of {', '.join(BASELINES)}, "
+                            "or real:S (the real colour at S x S)")
     return inference.load_colorizer(spec, saturation)
 
 
@@ -383,4 +415,6 @@ def write_tensorboard(evaluation, log_dir, grid_path):
 def model_name_of(spec):
     if spec is None:
         return "shipped"
-    return spec if spec in BASELINES else Path(spec.rstrip("/")).stem or "model"
+    if spec in BASELINES or real_colour_size(spec):
+        return spec.replace(":", "")
+    return Path(spec.rstrip("/")).stem or "model"

@@ -124,6 +124,29 @@ def test_colour_moves_the_metrics_away_from_the_gray_baseline(fixed_set):
     assert row["psnr"] != row["gray_psnr"] and row["real_colourfulness"] > 0
 
 
+def test_the_real_colour_reference_is_exact_where_it_can_be_and_degrades_with_fewer_cells(fixed_set):
+    """real:S at the scoring size is the photo itself (up to Lab round trips), one flat colour comes back
+    from a single cell, no colour at all is the gray baseline, and fewer cells score worse."""
+    size = 64
+    at = lambda cells, saturation=1.0: evaluation.evaluate(evaluation.load_model(f"real:{cells}", saturation),
+                                                           fixed_set, size=size, progress=False)
+    full = at(size)
+    assert min(row["psnr"] for row in full.rows) > 45 and full.aggregates["model"]["ab_mae"] < 0.6
+    assert abs(full.aggregates["model"]["delta_colourfulness"]) < 0.5
+
+    flat = np.empty((40, 50, 3), np.uint8)
+    flat[:] = (200, 90, 40)  # one orange, in gamut
+    out = evaluation.load_model("real:1").colorize_batch(flat[None])[0]
+    assert np.abs(out.astype(int) - flat).max() <= 1
+
+    assert at(8, saturation=0.0).aggregates["model"] == at(8, saturation=0.0).aggregates["gray"]
+    psnr = [at(cells).aggregates["model"]["psnr"] for cells in (32, 4, 1)]
+    assert 45 > psnr[0] > psnr[1] > psnr[2] > full.aggregates["gray"]["psnr"]
+    assert evaluation.model_name_of("real:8") == "real8"
+    with pytest.raises(ColorganError, match="real:S"):
+        evaluation.load_model("real:x")
+
+
 def test_a_saved_keras_generator_is_loaded_through_the_inference_module(tmp_path, fixed_set):
     from colorgan import models
     generator = models.build_generator("unet", image_size=32, base_filters=4, depth=5)
