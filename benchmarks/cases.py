@@ -33,6 +33,12 @@ TRAIN_MODELS = {
     # (one critic update per generator update, so that the step is comparable with the others).
     "backbone": dict(generator="backbone:mobilenet_v2", generator_options="encoder_weights=none",
                      critic="patchgan", critic_options="norm=layer,spectral_norm=true", objective="wgan-gp"),
+    # The shipped colorizer's generator (EfficientNet-Lite0 U-Net, its ImageNet weights offline) with each
+    # critic of the colour experiments: a 32-filter PatchGAN, and the projected critic on frozen Lite0 features.
+    "lite0_patchgan": dict(generator="backbone:efficientnet_lite0", generator_options="encoder_weights=imagenet",
+                           critic="patchgan", critic_options="base_filters=32", objective="vanilla"),
+    "lite0_projected": dict(generator="backbone:efficientnet_lite0", generator_options="encoder_weights=imagenet",
+                            critic="projected", critic_options="", objective="vanilla"),
 }
 TFLITE_VARIANTS = ("float32", "float16", "int8", "dynamic_int8")
 
