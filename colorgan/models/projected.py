@@ -5,9 +5,10 @@
 F is a frozen ImageNet EfficientNet-Lite and F_s its feature map at stride s; each h_s is a small
 trainable patch critic. A critic learnt from scratch (the PatchGAN) must first learn what grass, skin and
 sky are before it can say that their colour is wrong; ImageNet features already tell them apart and
-respond to colour, so the heads learn to judge colour in a few thousand steps instead of hundreds of
-thousands. The paper also passes the features through fixed random 1x1 and cross-scale mixing layers;
-here each head's first convolution mixes the channels and the scales are judged separately.
+respond to colour, which is the paper's case for far faster convergence. (Training the shipped model on
+with it for 16,000 photos kept it on its PSNR-colourfulness curve, as the PatchGAN did:
+models/MODEL_CARD.md.) The paper also passes the features through fixed random 1x1 and cross-scale mixing
+layers; here each head's first convolution mixes the channels and the scales are judged separately.
 
 F is never the FID Inception network, which judges the evaluation.
 """
