@@ -125,11 +125,9 @@ class RealColourAt(inference.Colorizer):
         self.saturation = float(saturation)
 
     def colorize_batch(self, images):
-        l_full, _ = self._prepare(images)
-        small = tf.image.resize(inference.to_rgb_float(images), (self.image_size, self.image_size),
-                                method="bilinear", antialias=True)
-        _, ab = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
-        return self._finish(l_full, np.clip(ab.numpy() * self.saturation, -1.0, 1.0)).numpy()
+        _, ab = inference.model_size_lab(images, self.image_size)  # what a model's input L comes from
+        ab = np.clip(ab.numpy() * self.saturation, -1.0, 1.0)
+        return self._finish(inference.full_resolution_l(images), ab).numpy()
 
 
 def real_colour_size(spec):
@@ -191,8 +189,8 @@ def load_model(spec, saturation=1.0):
     if spec is not None and not isinstance(spec, str):
         # already a colorizer (tests, notebooks)
         return spec if saturation == 1.0 else inference.SaturatedColorizer(as_colorizer(spec), saturation)
-    if real_colour_size(spec):
-        return RealColourAt(real_colour_size(spec), saturation)
+    if size := real_colour_size(spec):
+        return RealColourAt(size, saturation)
     if spec in BASELINES:
         if saturation != 1.0:
             raise ColorganError(f"--saturation applies to a model, not to the {spec} baseline")

@@ -46,17 +46,22 @@ def rgb8(images):
     return tf.broadcast_to(rgb, tf.concat([tf.shape(rgb)[:-1], [3]], axis=0))
 
 
-def prepare(images, image_size):
-    """uint8 photos (B, H, W, C) -> (full-resolution L (B, H, W, 1), model input L (B, S, S, 1)).
+def full_resolution_l(images):
+    """uint8 photos (B, H, W, C) -> their normalised L (B, H, W, 1), from the luminance alone
+    (``color.lightness_of_srgb8``)."""
+    return color.lightness_of_srgb8(rgb8(images)) / color.L_CENTER - 1.0
 
-    The model input is made like the training data: the RGB photo is resized to S x S (antialiased,
-    so large photos do not alias) and then converted to Lab. The full-resolution L comes from the
-    photo's luminance alone (``color.lightness_of_srgb8``).
-    """
-    l_full = color.lightness_of_srgb8(rgb8(images)) / color.L_CENTER - 1.0
+
+def model_size_lab(images, image_size):
+    """uint8 photos (B, H, W, C) -> normalised (L, ab) at S x S, made like the training data: the RGB photo
+    resized to S x S (antialiased, so large photos do not alias), then converted to Lab."""
     small = tf.image.resize(to_rgb_float(images), (image_size, image_size), method="bilinear", antialias=True)
-    l_model, _ = color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
-    return l_full, l_model
+    return color.rgb_to_model(tf.clip_by_value(small, 0.0, 1.0))
+
+
+def prepare(images, image_size):
+    """uint8 photos (B, H, W, C) -> (full-resolution L (B, H, W, 1), model input L (B, S, S, 1))."""
+    return full_resolution_l(images), model_size_lab(images, image_size)[0]
 
 
 def finish(l_full, ab_model):
