@@ -144,8 +144,13 @@ def test_models_run_under_mixed_precision_with_float32_outputs(policy):
         y = model(x, training=True)
         assert y.dtype == tf.float32, model.name
         assert np.isfinite(y.numpy()).all(), model.name
-        compute = {l.compute_dtype for l in all_layers(model) if isinstance(l, keras.layers.Conv2D)}
-        assert compute == {policy.split("_")[1]}, model.name
+        convs = [l for l in all_layers(model) if isinstance(l, keras.layers.Conv2D)]
+        if model.name == "projected" and policy == "mixed_float16":
+            # its spectrally normalised heads compute in float32: float16 underflows in the power iteration
+            heads = [l for l in convs if l.name.startswith("head")]
+            assert heads and {l.compute_dtype for l in heads} == {"float32"}
+            convs = [l for l in convs if l not in heads]
+        assert {l.compute_dtype for l in convs} == {policy.split("_")[1]}, model.name
 
 
 def all_layers(model):

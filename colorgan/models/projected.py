@@ -64,16 +64,22 @@ def projected(image_size=256, in_channels=3, variant="lite0", strides=(4, 8, 16)
                                         for s in strides], name="features")
     features.trainable = False
 
+    # Spectral norm's power iteration underflows in float16 (not in bfloat16, which has float32's range) and
+    # turns logits into NaN: under a float16 policy the small heads compute in float32.
+    float16 = keras.mixed_precision.global_policy().compute_dtype == "float16"
+    head_dtype = "float32" if float16 and spectral_norm else None
+
     def conv(x, filters, kernel, name):
-        c = layers.Conv2D(filters, kernel, padding="same", kernel_initializer=conv_init(), name=name)
-        return (layers.SpectralNormalization(c, name=f"{name}_sn") if spectral_norm else c)(x)
+        c = layers.Conv2D(filters, kernel, padding="same", kernel_initializer=conv_init(), name=name,
+                          dtype=head_dtype)
+        return (layers.SpectralNormalization(c, name=f"{name}_sn", dtype=head_dtype) if spectral_norm else c)(x)
 
     inputs = keras.Input((image_size, image_size, in_channels), name="Lab")
     maps = features(LabToEncoderRGB(name="rgb")(inputs))
     grids = []
     for s, x in zip(strides, maps):
         for i in range(2):
-            x = LeakyReLU(0.2)(conv(x, filters, 3, f"head{s}_conv{i}"))
+            x = LeakyReLU(0.2, dtype=head_dtype)(conv(x, filters, 3, f"head{s}_conv{i}"))
         x = conv(x, 1, 1, f"head{s}_logits")
         grids.append(layers.UpSampling2D(s // strides[0], name=f"head{s}_cells")(x) if s > strides[0] else x)
     outputs = layers.Activation("linear", dtype="float32", name="patch_logits")(
