@@ -1,9 +1,4 @@
-"""Input pipelines: photos from TFDS, a folder, or the packages themselves, as normalised (L, ab) batches.
-
-One string picks the source:
-  ``tfds:NAME``    any TFDS image dataset, e.g. ``tfds:coco/2017`` (``download=False`` unless asked);
-  ``folder:PATH``  every jpg/png/bmp/gif/webp below PATH, split by a fixed hash of the relative path;
-  ``samples``      the colour photos that ship inside installed packages (the offline default).
+"""Input pipelines: the photos that sources.py picks, as normalised (L, ab) batches.
 
 File sources are read by *index*: element ``i`` of the stream is file ``shuffle(i mod N)`` of epoch
 ``i // N``, with its random crop and flip seeded by ``(seed, i)``. The stream is therefore a pure function
@@ -12,28 +7,11 @@ of ``(seed, i)``: a resumed run restarts it at the index it had reached, and two
 counted by the gap they leave in the index sequence; every map keeps its order (while still running in
 parallel), so the counts and the resume position hold whatever the ``deterministic`` option says.
 """
-import hashlib
-import importlib.util
-import os
-
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from colorgan import color, photos
+from colorgan import color, photos, sources
 from colorgan.errors import ColorganError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-SPLITS = ("train", "val", "all")
-
-# Real colour photographs bundled with packages, as (module, folder inside it, files).
-# matplotlib is a runtime dependency; scikit-image and scikit-learn add more photos when installed.
-SAMPLE_PHOTOS = (
-    ("matplotlib", "mpl-data/sample_data", ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")),
-    ("skimage", "data", ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg",
-                         "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg")),
-    ("sklearn", "datasets/images", ("china.jpg", "flower.jpg")),
-)
 
 # Mean |R-G| + |G-B| below this (on a [0, 1] scale) means a grayscale photo, even if stored as RGB.
 GRAY_CHROMA_THRESHOLD = 0.01
@@ -104,189 +82,6 @@ def eval_transform(rgb, image_size, resize="center_crop"):
     return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
-# --------------------------------------------------------------------------------------------------
-# Sources
-
-
-def parse_source(source):
-    """'tfds:NAME' | 'folder:PATH' | 'samples' -> (kind, argument)."""
-    kind, _, arg = str(source).partition(":")
-    if kind == "samples" and not arg:
-        return "samples", ""
-    if kind in ("tfds", "folder") and arg:
-        return kind, arg
-    raise ColorganError(f"unknown data source {source!r}: use 'samples', 'folder:PATH' or 'tfds:NAME' "
-                        "(for example tfds:coco/2017)")
-
-
-def list_images(folder):
-    """Every image file below ``folder`` (recursive, any-case extension), sorted, symlink loops skipped."""
-    if not os.path.isdir(folder):
-        raise ColorganError(f"image folder {folder!r} does not exist: check the path given to folder:PATH")
-    found, seen_dirs = [], set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen_dirs:  # a symlink loop (or a second link to the same folder)
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs.sort()
-        found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
-
-
-def _unit_hash(text):
-    """A fixed number in [0, 1) for a text, the same on every run and machine."""
-    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
-
-
-def split_of(relative_path, val_share):
-    """'train' or 'val' for a file, from a fixed hash of its relative path, the same on every run."""
-    return "val" if _unit_hash(relative_path.replace(os.sep, "/")) < val_share else "train"
-
-
-def source_of(relative_path):
-    """A photo's source: its first folder below the data folder, or for a photo at the top its file name
-    up to the first '_' or its extension (``../shared/data`` names files ``clothing_...``, ``pets_...``)."""
-    parts = relative_path.replace(os.sep, "/").split("/")
-    return parts[0] if len(parts) > 1 else os.path.splitext(parts[0])[0].split("_", 1)[0]
-
-
-def parse_source_weights(text):
-    """'clothing=0.5,pets=2' -> {'clothing': 0.5, 'pets': 2.0}; every weight a non-negative number."""
-    weights = {}
-    for item in filter(None, (t.strip() for t in str(text).split(","))):
-        name, _, value = item.partition("=")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            weights[name.strip()] = -1.0
-        if not name.strip() or not weights[name.strip()] >= 0:
-            raise ColorganError(f"bad source weight {item!r}: write --source_weights=SOURCE=WEIGHT,... with "
-                                "weights of 0 or more (0 leaves a source out)")
-    return weights
-
-
-def weight_sources(files, base, weights):
-    """An epoch with each source's photos ``weight`` times over: the whole part of a weight repeats every
-    photo of the source, the fraction keeps that share of them (chosen by a fixed hash of the path)."""
-    relative = [os.path.relpath(f, base) if base else os.path.basename(f) for f in files]
-    sources = [source_of(r) for r in relative]
-    unknown = sorted(set(weights) - set(sources))
-    if unknown:
-        raise ColorganError(f"--source_weights names {', '.join(unknown)}, not a source of this data; its "
-                            f"sources are {', '.join(sorted(set(sources)))}")
-    weighted = []
-    for path, rel, source in zip(files, relative, sources):
-        w = weights.get(source, 1.0)
-        weighted += [path] * (int(w) + (_unit_hash("weight:" + rel) < w - int(w)))
-    if not weighted:
-        raise ColorganError("--source_weights leaves no photo to train on: give some source a weight above 0")
-    return weighted
-
-
-def sample_photo_files():
-    """Paths of the colour photos shipped inside the installed packages."""
-    paths = []
-    for module, folder, names in SAMPLE_PHOTOS:
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        base = os.path.join(list(spec.submodule_search_locations)[0], folder)
-        paths += [os.path.join(base, n) for n in names if os.path.isfile(os.path.join(base, n))]
-    return paths
-
-
-def source_files(source, split="all", val_share=0.05, weights=None):
-    """The image files of a file-based source ('folder:PATH' or 'samples') that belong to ``split``,
-    repeated or thinned per source by ``weights`` (``weight_sources``) when given."""
-    if split not in SPLITS:
-        raise ColorganError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    kind, arg = parse_source(source)
-    if kind == "tfds":
-        raise ColorganError(f"{source} is a TFDS dataset, not a set of files: use make_dataset for it")
-    if kind == "samples":
-        files, base = sample_photo_files(), None
-        # So few photos that a hash split could leave validation empty: take every fifth one instead.
-        if split != "all":
-            files = [f for i, f in enumerate(files) if (i % 5 == 4) == (split == "val")]
-    else:
-        files, base = list_images(arg), arg
-        if split != "all":
-            files = [f for f in files if split_of(os.path.relpath(f, base), val_share) == split]
-    if not files:
-        where = "the installed packages" if kind == "samples" else repr(arg)
-        raise ColorganError(f"no images for split {split!r} in {where}: add jpg/png/bmp/gif/webp files "
-                            "there, or change --val_share")
-    return weight_sources(files, base, weights) if weights else files
-
-
-def count_examples(source, split, val_share=0.05, download=False, data_dir=None, weights=None):
-    """Photos in a source's split, checked before any work starts: a missing dataset fails here.
-
-    For TFDS this reads only the dataset's metadata; None if it will be downloaded on first use.
-    """
-    kind, arg = parse_source(source)
-    if kind != "tfds":
-        return len(source_files(source, split, val_share, weights))
-    if weights:
-        raise ColorganError(f"--source_weights applies to folder sources, not to the TFDS dataset {arg!r}")
-    builder = _tfds_builder(arg, data_dir)
-    if not builder.is_prepared():
-        if download:
-            return None
-        raise _missing_tfds(arg, _TFDS_SPLITS[split], "not downloaded")
-    return sum(builder.info.splits[s].num_examples for s in _TFDS_SPLITS[split].split("+"))
-
-
-_TFDS_SPLITS = {"train": "train", "val": "validation", "all": "train+validation"}
-
-
-def _missing_tfds(name, split, why):
-    return ColorganError(
-        f"TFDS dataset {name!r} ({split}) is not available locally ({why}); fetch it with: "
-        f"python -c \"import tensorflow_datasets as tfds; tfds.load('{name}', split='{split}')\"  "
-        "(or pass --download), or use --data=folder:PATH")
-
-
-def _tfds_builder(name, data_dir):
-    try:
-        return tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise ColorganError(f"unknown TFDS dataset {name!r}: see `tfds build --help` or "
-                            "https://www.tensorflow.org/datasets/catalog for names") from None
-
-
-def load_tfds(name, split, download=False, data_dir=None, shuffle_seed=None, shard=(1, 0)):
-    """A TFDS split as a dataset of encoded photos (the bytes TFDS stores), in a fixed order.
-
-    Photos stay encoded until the pipeline crops them: a shuffle buffer of bytes is a tenth of one of
-    pixels, and a resumed run can pass over what it had read without decoding it.
-    shuffle_seed: read the files in an order drawn from it (a fresh one each epoch), so that training
-        does not rely on a small shuffle buffer alone to mix 100k photos stored in order.
-    shard: (workers, this worker) to read only this worker's share of the files, when the dataset has
-        at least that many files; otherwise every worker reads all and keeps every n-th photo.
-    """
-    tfds_split = _TFDS_SPLITS[split]
-    builder = _tfds_builder(name, data_dir)
-    workers, worker = shard
-    by_file = workers > 1 and builder.is_prepared() and min(
-        len(builder.info.splits[s].file_instructions) for s in tfds_split.split("+")) >= workers
-    in_order = tf.data.Options()
-    in_order.deterministic = True  # the files' interleaving too: the stream is a function of the seed
-    read_config = tfds.ReadConfig(
-        shuffle_seed=shuffle_seed, shuffle_reshuffle_each_iteration=True, options=in_order,
-        input_context=tf.distribute.InputContext(workers, worker, workers) if by_file else None)
-    try:
-        ds = tfds.load(name, split=tfds_split, download=download, data_dir=data_dir,
-                       shuffle_files=shuffle_seed is not None, read_config=read_config,
-                       decoders={"image": tfds.decode.SkipDecoding()})
-    except (AssertionError, FileNotFoundError) as e:
-        raise _missing_tfds(name, tfds_split, str(e).splitlines()[0][:120]) from None
-    if workers > 1 and not by_file:
-        ds = ds.shard(workers, worker)
-    return ds.map(lambda example: example["image"])
-
 
 # --------------------------------------------------------------------------------------------------
 # The pipeline
@@ -298,8 +93,6 @@ def decoded_photos(files):
     An unreadable file has no pixels; asking for it raises, as decoding it would, so the stream drops
     and counts it the same way. uint8 holds 4x less than float and decodes to exactly the same values.
     """
-    import numpy as np
-
     paths = tf.constant(files)
     decoded = tf.data.Dataset.range(len(files)).map(
         lambda i: (i, decode_uint8(tf.io.read_file(tf.gather(paths, i)))),
@@ -325,6 +118,14 @@ def decoded_photos(files):
     return image_of
 
 
+def _file_index(index, n, seed, training):
+    """The file that stream index ``index`` reads: a fresh shuffle of the ``n`` files each epoch when training."""
+    if not training:
+        return index
+    epoch = index // n
+    return tf.random.experimental.index_shuffle(index % n, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
+
+
 def _file_stream(files, image_size, training, seed, start_index, shard, cache, resize):
     """Dataset of (rgb, index): the image at each stream index, errors dropped."""
     n = len(files)
@@ -345,13 +146,11 @@ def _file_stream(files, image_size, training, seed, start_index, shard, cache, r
         indices = tf.data.Dataset.range(n)
 
     def load(index):
+        rgb = image_of(_file_index(index, n, seed, training))
         if training:
-            epoch = index // n
-            file_index = tf.random.experimental.index_shuffle(
-                index % n, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
-            rgb = train_transform(image_of(file_index), image_size, tf.stack([tf.cast(seed, tf.int64), index]))
+            rgb = train_transform(rgb, image_size, tf.stack([tf.cast(seed, tf.int64), index]))
         else:
-            rgb = eval_transform(image_of(index), image_size, resize)
+            rgb = eval_transform(rgb, image_size, resize)
         return rgb, index
 
     # In order, still parallel: skip counting and the resume position read the order of the indices.
@@ -366,17 +165,21 @@ def is_dull(rgb, min_colourfulness):
     return is_grayscale(rgb) | (color.colourfulness(rgb[None])[0] < min_colourfulness)
 
 
-def _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness=0.0):
+def _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness=0.0,
+                 label_of=None, num_sources=1):
     """Attach counts of unreadable and grayscale (or dull) files to each element: cumulative, and within
-    its epoch.
+    its epoch, and cumulative per source (``label_of(indices)``: each stream index's source).
 
     A stream's indices advance by ``stride``; an unreadable file leaves a gap that ``scan`` turns into
     a running count, with no side effect, so the counts survive replay and distribution. The counts
     within the element's own epoch let the training loop close each epoch's tally exactly.
     """
+    label_of = label_of or (lambda indices: tf.zeros_like(indices, tf.int32))
+    by_source = lambda labels: tf.math.bincount(labels, minlength=num_sources, maxlength=num_sources, dtype=tf.int64)
+
     def step(state, element):
         rgb, index = element
-        last_index, unreadable, gray, unreadable_in_epoch, gray_in_epoch = state
+        last_index, unreadable, gray, unreadable_in_epoch, gray_in_epoch, unreadable_by, gray_by = state
         missing = (index - last_index) // stride - 1
         epoch_start = index // epoch_size * epoch_size
         # Missing indices at or after this epoch's start belong to it; earlier ones to past epochs.
@@ -390,12 +193,15 @@ def _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourf
         unreadable += missing
         gray += gray_now
         gray_in_epoch += gray_now
+        unreadable_by += by_source(label_of(tf.range(first_missing, index, stride)))
+        gray_by += by_source(label_of(index[None])) * gray_now  # the shuffle op takes one index at a time
         stats = {"index": index, "unreadable": unreadable, "gray": gray, "is_gray": gray_now,
-                 "unreadable_in_epoch": unreadable_in_epoch, "gray_in_epoch": gray_in_epoch}
-        return (index, unreadable, gray, unreadable_in_epoch, gray_in_epoch), (rgb, stats)
+                 "unreadable_in_epoch": unreadable_in_epoch, "gray_in_epoch": gray_in_epoch,
+                 "unreadable_by_source": unreadable_by, "gray_by_source": gray_by}
+        return (index, unreadable, gray, unreadable_in_epoch, gray_in_epoch, unreadable_by, gray_by), (rgb, stats)
 
-    zero = tf.constant(0, tf.int64)
-    return stream.scan((tf.constant(first_index - stride, tf.int64), zero, zero, zero, zero), step)
+    zero, zeros = tf.constant(0, tf.int64), tf.zeros([num_sources], tf.int64)
+    return stream.scan((tf.constant(first_index - stride, tf.int64), zero, zero, zero, zero, zeros, zeros), step)
 
 
 def make_dataset(source, split, image_size, batch_size, training, *, val_share=0.05, seed=0,
@@ -412,19 +218,21 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
         this on the 0..255 scale of ``metrics.colourfulness`` (real photos average about 37; sepia ~5-15).
     start_index: stream position to start from (a resumed run passes the index it had reached).
     with_stats: add a third element, a dict of per-example ``index``, cumulative ``unreadable`` and
-        ``gray`` counts, and the same counts within the example's epoch (``*_in_epoch``), which the
-        training loop logs once per epoch.
+        ``gray`` counts, the same counts within the example's epoch (``*_in_epoch``), which the training
+        loop logs once per epoch, and cumulative counts per source (``*_by_source``, in the order of
+        ``sources.parse_sources``).
     shard: (number of input pipelines, this pipeline's id) when several workers read the same source.
-    source_weights: when training, {source: weight} to repeat or thin each source's photos (weight_sources).
+    source_weights: when training, {source: weight}: several sources' shares, or weights that repeat or
+        thin the photos of sources within a folder (sources.labelled_files).
     """
-    kind, arg = parse_source(source)
+    (_, kind, arg), *_ = sources.parse_sources(source)
     if int(image_size) < 1 or int(batch_size) < 1:
         raise ColorganError(f"image_size and batch_size must be positive, got {image_size} and {batch_size}")
     skip_gray = training if skip_gray is None else skip_gray
     drop_remainder = training if drop_remainder is None else drop_remainder
 
     if kind == "tfds":
-        encoded = load_tfds(arg, split, download=download, data_dir=data_dir,
+        encoded = sources.load_tfds(arg, split, download=download, data_dir=data_dir,
                             shuffle_seed=seed if training else None, shard=shard)
         if training:
             encoded = encoded.repeat().shuffle(2048, seed=seed, reshuffle_each_iteration=True)
@@ -438,13 +246,18 @@ def make_dataset(source, split, image_size, batch_size, training, *, val_share=0
                     else eval_transform(rgb, image_size, resize)), i
         stream = indexed.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
         first_index, stride, epoch_size = start_index, 1, 2 ** 62  # TFDS streams have no file epochs
+        label_of, num_sources = None, 1
     else:
-        files = source_files(source, split, val_share, source_weights if training else None)
+        files, labels, names = sources.labelled_files(source, split, val_share, source_weights if training else None)
         stream = _file_stream(files, image_size, training, seed, start_index, shard, cache, resize)
         first_index, stride = (start_index + shard[1], shard[0]) if training else (0, 1)
         epoch_size = len(files) if training else 2 ** 62
+        labels, num_sources = tf.constant(labels, tf.int32), len(names)
+        label_of = lambda indices: tf.gather(labels, tf.map_fn(
+            lambda i: _file_index(i, len(files), seed, training), indices, fn_output_signature=tf.int64))
 
-    stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness)
+    stream = _count_skips(stream, first_index, stride, skip_gray, epoch_size, min_colourfulness,
+                          label_of, num_sources)
     if skip_gray:
         stream = stream.filter(lambda rgb, stats: tf.equal(stats["is_gray"], 0))
 

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, inference, metrics
+from colorgan import color, data, inception, inference, metrics, sources
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
@@ -55,11 +55,11 @@ def decode_photo(contents):
 
 def read_photos(source, split, unreadable):
     """(number of photos or None if unknown, iterator of (name, uint8 RGB)); skipped files go to ``unreadable``."""
-    kind, name = data.parse_source(source)
+    kind, name = sources.parse_source(source)
     if kind == "tfds":
-        images = data.load_tfds(name, split).as_numpy_iterator()
+        images = sources.load_tfds(name, split).as_numpy_iterator()
         return None, ((f"{name}[{i}]", np.round(rgb * 255.0).astype(np.uint8)) for i, rgb in enumerate(images))
-    files = data.source_files(source, split)
+    files = sources.source_files(source, split)
 
     def photos():
         for path in files:

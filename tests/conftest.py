@@ -13,8 +13,8 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 @pytest.fixture(scope="session")
 def sample_photos():
     """Paths of real colour photos from the installed packages (matplotlib, skimage, sklearn)."""
-    from colorgan import data
-    return data.sample_photo_files()
+    from colorgan import sources
+    return sources.sample_photo_files()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from colorgan import color, data
+from colorgan import color, data, sources
 from colorgan.errors import ColorganError
 from conftest import encode, read_rgb
 
@@ -47,7 +47,7 @@ def test_list_images_is_recursive_any_case_and_survives_symlink_loops(messy_fold
     loop = messy_folder / "sub" / "loop"
     if not loop.exists():
         os.symlink(messy_folder, loop)
-    names = {os.path.relpath(p, messy_folder) for p in data.list_images(str(messy_folder))}
+    names = {os.path.relpath(p, messy_folder) for p in sources.list_images(str(messy_folder))}
     assert "UPPER.JPEG" in names and "sub/deeper/photo.webp" in names and "sub/sixteen.png" in names
     assert "notes.txt" not in names
     assert len(names) == 14
@@ -73,12 +73,12 @@ def test_decode_image_raises_on_broken_files(messy_folder, name):
 
 
 def test_folder_training_skips_and_counts_bad_and_gray_files(messy_folder):
-    n = len(data.source_files(f"folder:{messy_folder}", "all"))
+    n = len(sources.source_files(f"folder:{messy_folder}", "all"))
     ds = data.make_dataset(f"folder:{messy_folder}", "all", image_size=32, batch_size=1, training=True,
                            with_stats=True, deterministic=True)
     # Two full epochs and one element more: 4 unreadable and 1 gray file per epoch are dropped.
     seen = [stats for _, _, stats in ds.take(2 * (n - 5) + 1)]
-    last = {k: int(v[0]) for k, v in seen[-1].items()}
+    last = {k: v[0].numpy().tolist() for k, v in seen[-1].items()}
     assert last["index"] >= 2 * n
     # Every stream index is accounted for: yielded, unreadable or gray.
     assert last["unreadable"] + last["gray"] + len(seen) == last["index"] + 1
@@ -91,7 +91,7 @@ def test_folder_training_skips_and_counts_bad_and_gray_files(messy_folder):
 
 
 def test_skip_counts_exact_over_one_epoch(messy_folder):
-    files = data.source_files(f"folder:{messy_folder}", "all")
+    files = sources.source_files(f"folder:{messy_folder}", "all")
     ds = data.make_dataset(f"folder:{messy_folder}", "all", image_size=32, batch_size=1, training=False,
                            with_stats=True, skip_gray=True)
     stats = [s for _, _, s in ds]
@@ -127,8 +127,8 @@ def test_eval_transform_is_resize_and_centre_crop(sample_photos):
 def test_split_is_a_stable_function_of_the_relative_path(tmp_path):
     for i in range(200):
         (tmp_path / f"img_{i:03d}.png").write_bytes(b"x")
-    train = data.source_files(f"folder:{tmp_path}", "train", val_share=0.2)
-    val = data.source_files(f"folder:{tmp_path}", "val", val_share=0.2)
+    train = sources.source_files(f"folder:{tmp_path}", "train", val_share=0.2)
+    val = sources.source_files(f"folder:{tmp_path}", "val", val_share=0.2)
     assert not set(train) & set(val) and len(train) + len(val) == 200
     assert 20 <= len(val) <= 60
     # The same relative paths land in the same split wherever the folder lives: a copy elsewhere
@@ -137,10 +137,10 @@ def test_split_is_a_stable_function_of_the_relative_path(tmp_path):
     moved.mkdir(parents=True)
     for f in tmp_path.iterdir():
         (moved / f.name).write_bytes(b"x")
-    val_moved = data.source_files(f"folder:{moved}", "val", val_share=0.2)
+    val_moved = sources.source_files(f"folder:{moved}", "val", val_share=0.2)
     assert [os.path.basename(p) for p in val_moved] == [os.path.basename(p) for p in val]
     # ... while a different share moves photos only from train to val, never back.
-    wider = data.source_files(f"folder:{tmp_path}", "val", val_share=0.4)
+    wider = sources.source_files(f"folder:{tmp_path}", "val", val_share=0.4)
     assert set(val) < set(wider)
 
 
@@ -164,8 +164,8 @@ def test_deterministic_runs_yield_identical_batches_and_resume_by_index():
 
 
 def test_samples_source_is_offline_and_split():
-    train = data.source_files("samples", "train")
-    val = data.source_files("samples", "val")
+    train = sources.source_files("samples", "train")
+    val = sources.source_files("samples", "val")
     assert len(train) >= 2 and len(val) >= 1 and not set(train) & set(val)
 
 
@@ -208,7 +208,7 @@ class TinyPhotos(tfds.core.GeneratorBasedBuilder):
             {"image": tfds.features.Image(shape=(None, None, 3))}))
 
     def _split_generators(self, dl_manager):
-        photos = data.sample_photo_files()
+        photos = sources.sample_photo_files()
         return {"train": self._generate_examples(photos[:-1]), "validation": self._generate_examples(photos[-1:])}
 
     def _generate_examples(self, paths):
@@ -261,9 +261,9 @@ def test_tfds_training_shuffles_the_files_by_seed_and_shards_per_worker(tmp_path
                       shard=(2, 1), data_dir=str(tmp_path))
     assert calls[-1]["shuffle_files"] and calls[-1]["read_config"].shuffle_seed == 7
     # The tiny dataset has one file, fewer than the workers: each worker keeps its own photos instead.
-    counts = [sum(1 for _ in data.load_tfds("tiny_photos", "all", data_dir=str(tmp_path), shard=(2, w)))
+    counts = [sum(1 for _ in sources.load_tfds("tiny_photos", "all", data_dir=str(tmp_path), shard=(2, w)))
               for w in (0, 1)]
-    total = sum(1 for _ in data.load_tfds("tiny_photos", "all", data_dir=str(tmp_path)))
+    total = sum(1 for _ in sources.load_tfds("tiny_photos", "all", data_dir=str(tmp_path)))
     assert sum(counts) == total and all(counts)
     val = data.make_dataset("tfds:tiny_photos", "val", image_size=32, batch_size=4, training=False,
                             data_dir=str(tmp_path))
@@ -274,7 +274,7 @@ class TinyPhotosInFiles(TinyPhotos):
     """The same photos, a train split only, which download_and_prepare spreads over several files."""
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(data.sample_photo_files())}
+        return {"train": self._generate_examples(sources.sample_photo_files())}
 
 
 def test_tfds_training_resumes_on_exactly_the_photos_it_had_reached(tmp_path):
@@ -299,11 +299,11 @@ def test_tfds_workers_read_disjoint_files_that_cover_the_split(tmp_path, monkeyp
     real_load = tfds.load
     monkeypatch.setattr(tfds, "load", lambda *a, **kw: calls.append(kw) or real_load(*a, **kw))
     digest = lambda contents: hash(contents.numpy())
-    seen = [[digest(c) for c in data.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path), shard=(2, w))]
+    seen = [[digest(c) for c in sources.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path), shard=(2, w))]
             for w in (0, 1)]
     context = calls[-1]["read_config"].input_context
     assert (context.num_input_pipelines, context.input_pipeline_id) == (2, 1)  # by file, not every n-th photo
-    everything = [digest(c) for c in data.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path))]
+    everything = [digest(c) for c in sources.load_tfds("tiny_photos_in_files", "train", data_dir=str(tmp_path))]
     assert all(seen) and not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == sorted(everything)
 
@@ -314,25 +314,25 @@ def test_source_weights_repeat_or_thin_each_sources_photos(tmp_path, sample_phot
         (tmp_path / f"pets_{i:02d}.png").write_bytes(b"x")
         (tmp_path / f"clothing_{i:02d}.png").write_bytes(b"x")
     (tmp_path / "portraits" / "one.png").write_bytes(b"x")
-    files = data.source_files(f"folder:{tmp_path}", "all")
-    weighted = data.source_files(f"folder:{tmp_path}", "all", weights={"pets": 2, "clothing": 0.5, "portraits": 0})
+    files = sources.source_files(f"folder:{tmp_path}", "all")
+    weighted = sources.source_files(f"folder:{tmp_path}", "all", weights={"pets": 2, "clothing": 0.5, "portraits": 0})
     names = [os.path.basename(f) for f in weighted]
     assert all(names.count(f"pets_{i:02d}.png") == 2 for i in range(40))
     clothing = {n for n in names if n.startswith("clothing")}
     assert 10 <= len(clothing) <= 30 and all(names.count(n) == 1 for n in clothing)
     assert "one.png" not in names and len(files) == 81  # a folder is a source of its own
     # The same share on every run, and a larger fraction keeps a superset.
-    again = data.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.5})
-    more = data.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.8})
+    again = sources.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.5})
+    more = sources.source_files(f"folder:{tmp_path}", "all", weights={"clothing": 0.8})
     assert {f for f in again if "clothing" in f} == {f for f in weighted if "clothing" in f} < set(more)
-    assert data.count_examples(f"folder:{tmp_path}", "all", weights={"pets": 2}) == 121
+    assert sources.count_examples(f"folder:{tmp_path}", "all", weights={"pets": 2}) == 121
     with pytest.raises(ColorganError, match="names dogs, not a source of this data; its sources are clothing, pets, portraits"):
-        data.source_files(f"folder:{tmp_path}", "all", weights={"dogs": 1})
+        sources.source_files(f"folder:{tmp_path}", "all", weights={"dogs": 1})
     with pytest.raises(ColorganError, match="leaves no photo"):
-        data.source_files(f"folder:{tmp_path}", "all", weights={"pets": 0, "clothing": 0, "portraits": 0})
+        sources.source_files(f"folder:{tmp_path}", "all", weights={"pets": 0, "clothing": 0, "portraits": 0})
     for bad in ("pets", "pets=-1", "=2", "pets=many"):
         with pytest.raises(ColorganError, match="bad source weight"):
-            data.parse_source_weights(bad)
+            sources.parse_source_weights(bad)
 
 
 def test_a_weighted_epoch_reads_repeated_photos_the_same_from_the_cache(tmp_path, sample_photos):
@@ -346,4 +346,72 @@ def test_a_weighted_epoch_reads_repeated_photos_the_same_from_the_cache(tmp_path
         assert int(s1["index"][0]) == int(s2["index"][0])
         np.testing.assert_array_equal(ab1.numpy(), ab2.numpy())
     # An epoch is 2 x 3 photos of source a and 2 of b: eight stream indices per epoch.
-    assert data.count_examples(f"folder:{tmp_path}", "all", weights={"a": 3}) == 8
+    assert sources.count_examples(f"folder:{tmp_path}", "all", weights={"a": 3}) == 8
+
+
+def _coloured_folder(root, rgb, count, broken=0, gray=0):
+    """``count`` flat photos of one colour (their source can be read off their pixels), plus unreadable
+    and grayscale files."""
+    root.mkdir(parents=True)
+    for i in range(count):
+        shade = np.clip(np.array(rgb) + i % 5 * 8, 0, 255).astype(np.uint8)
+        Image.fromarray(np.broadcast_to(shade, (24, 20, 3)).copy()).save(root / f"photo{i:03d}.png")
+    for i in range(broken):
+        (root / f"broken{i}.jpg").write_bytes(b"not a photo")
+    for i in range(gray):
+        Image.fromarray(np.full((24, 20), 128, np.uint8)).save(root / f"gray{i}.png")
+    return root
+
+
+def test_several_sources_each_get_their_share_and_their_own_skip_counts(tmp_path):
+    # A red source of 6 photos (1 unreadable) and a blue one of 30 (2 unreadable, 1 gray), shared 70 / 30:
+    # the small source is repeated, none is thinned, and a stream's photos come 70 / 30 from each.
+    _coloured_folder(tmp_path / "a" / "red", (200, 30, 30), 6, broken=1)
+    _coloured_folder(tmp_path / "b" / "blue", (30, 30, 200), 30, broken=2, gray=1)
+    source = f"folder:{tmp_path}/a/red,folder:{tmp_path}/b/blue"
+    files, labels, names = sources.labelled_files(source, "all", weights={"red": 0.7, "blue": 0.3})
+    assert names == ["red", "blue"]
+    assert {f for f, label in zip(files, labels) if label == 1} == set(sources.list_images(f"{tmp_path}/b/blue"))
+    assert abs(labels.count(0) / len(labels) - 0.7) < 0.01
+    ds = data.make_dataset(source, "all", image_size=16, batch_size=1, training=True, with_stats=True,
+                           source_weights={"red": 0.7, "blue": 0.3}, deterministic=True)
+    reds, seen, last = 0, 0, None
+    for _, ab, stats in ds.take(3000):
+        reds += float(tf.reduce_mean(ab[..., 1])) > 0  # b* > 0: red; the blue photos have b* < 0
+        seen, last = seen + 1, stats
+    # The unreadable and gray files take their source's share too: of each 100 photos of the epoch
+    # list, 70 red with 70/7 unreadable, and 30 blue with 30 x 2/33 unreadable and 30/33 gray.
+    readable_red, readable_blue = 0.7 * 6 / 7, 0.3 * 30 / 33
+    assert abs(reds / seen - readable_red / (readable_red + readable_blue)) < 0.02
+    index = int(last["index"][0])
+    unreadable, gray = last["unreadable_by_source"][0].numpy(), last["gray_by_source"][0].numpy()
+    assert unreadable.sum() == int(last["unreadable"][0]) and gray.sum() == int(last["gray"][0])
+    assert gray[0] == 0 and unreadable[0] > 0 and unreadable[1] > 0 and gray[1] > 0
+    np.testing.assert_allclose(unreadable / (index + 1), [0.7 / 7, 0.3 * 2 / 33], atol=0.01)
+    np.testing.assert_allclose(gray / (index + 1), [0, 0.3 / 33], atol=0.01)
+
+
+def test_several_sources_without_shares_are_one_list_and_weights_within_them_still_apply(tmp_path):
+    _coloured_folder(tmp_path / "one", (200, 30, 30), 4)
+    _coloured_folder(tmp_path / "two" / "pets", (30, 200, 30), 3)
+    both = sources.source_files(f"x=folder:{tmp_path}/one,y=folder:{tmp_path}", "all")
+    assert len(both) == 4 + 4 + 3  # the second folder holds the first too
+    # 'pets' is a source within the second folder: its photos twice over.
+    files, labels, _ = sources.labelled_files(f"x=folder:{tmp_path}/one,y=folder:{tmp_path}/two", "all",
+                                              weights={"pets": 2})
+    assert labels.count(0) == 4 and labels.count(1) == 6
+
+
+@pytest.mark.parametrize("source,weights,message", [
+    ("folder:{a},folder:{b}/a", {}, "two sources are named a; name each one"),
+    ("folder:{a},tfds:coco/2017", {}, "cannot be mixed"),
+    ("a=folder:{a},b=folder:{b}", {"a": 1}, "give each one a share, or none"),
+    ("a=folder:{a},b=folder:{b}", {"a": 0, "b": 0}, "share of 0"),
+    ("a=folder:{a},b=folder:{b}", {"a": 1, "b": 1, "cats": 2}, "names cats, not a source of this data; its sources are a, b"),
+    ("a=folder:{a},b=folder:{b}/nowhere", {}, "does not exist"),
+])
+def test_bad_mixes_of_sources_fail_with_one_clear_line(tmp_path, source, weights, message):
+    _coloured_folder(tmp_path / "a", (200, 30, 30), 2)
+    _coloured_folder(tmp_path / "b" / "a", (30, 30, 200), 2)
+    with pytest.raises(ColorganError, match=message):
+        sources.labelled_files(source.format(a=tmp_path / "a", b=tmp_path / "b"), "all", weights=weights)

@@ -9,9 +9,9 @@ from colorgan import color, losses, metrics, models
 
 def photos(size):
     """Real photos from the installed packages, as float RGB (B, size, size, 3) in [0, 1]."""
-    from colorgan import data
+    from colorgan import sources
     images = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BICUBIC), np.float32) / 255.0
-              for p in data.sample_photo_files()[:6]]
+              for p in sources.sample_photo_files()[:6]]
     return np.stack(images)
 
 

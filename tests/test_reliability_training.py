@@ -119,8 +119,8 @@ def test_skip_counts_are_exact_in_every_epoch(tmp_path, sample_photos):
                       "--noexport", "--verbosity=1")
     assert result.returncode == 0, result.stderr[-3000:]
     reports = [line.split("] ", 1)[-1] for line in result.stderr.splitlines() if "skipped" in line]
-    from colorgan import data
-    train_files = data.source_files(f"folder:{folder}", "train")  # a fixed share goes to validation
+    from colorgan import sources
+    train_files = sources.source_files(f"folder:{folder}", "train")  # a fixed share goes to validation
     bad = sum(os.path.basename(f).startswith("bad") for f in train_files)
     assert len(reports) >= 4, result.stderr[-3000:]
     expected = f"skipped {bad} unreadable and 0 grayscale of {len(train_files)} photos"

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from colorgan import data, models, saving, training
+from colorgan import data, models, saving, sources, training
 from colorgan.errors import ColorganError
 from colorgan.training import TrainConfig, loop
 
@@ -79,7 +79,7 @@ def test_stages_switch_at_pretrain_steps_and_tensorboard_has_everything(tmp_path
     stage = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("stage")]
     assert stage == [1, 1, 2, 2]
     grid = tf.image.decode_png(events.Tensors("val/gray_predicted_real")[-1].tensor_proto.string_val[2])
-    n_val = min(4, len(data.source_files("samples", "val")))
+    n_val = min(4, len(sources.source_files("samples", "val")))
     assert grid.shape == (3 * 64, n_val * 64, 3)  # rows gray / predicted / real, one column per photo
     assert os.path.isfile(tmp_path / "flags.cfg") and os.path.isfile(tmp_path / "samples.png")
     assert "--pretrain_steps=2" in (tmp_path / "flags.cfg").read_text()

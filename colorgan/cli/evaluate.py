@@ -20,12 +20,12 @@ from colorgan.errors import ColorganError
 
 
 def define_flags(fv):
-    from colorgan import data
+    from colorgan import sources
     flags.DEFINE_string("model", None, "A training run dir or checkpoint, a .keras file, a SavedModel, a .tflite "
                         "or .onnx file, 'gray' (a = b = 0), 'identity' (the real colours) or 'real:S' (the real colours "
                         "at S x S, resized back as a model's are); default: the shipped colorizer.", flag_values=fv)
     flags.DEFINE_string("data", "samples", "Data source: 'folder:PATH', 'samples' or 'tfds:NAME'.", flag_values=fv)
-    flags.DEFINE_enum("split", "all", data.SPLITS, "Which split of the source to score.", flag_values=fv)
+    flags.DEFINE_enum("split", "all", sources.SPLITS, "Which split of the source to score.", flag_values=fv)
     flags.DEFINE_integer("size", 256, "Side of the square the photos are scored at.", flag_values=fv)
     flags.DEFINE_enum("resize", "straight", ["straight", "center_crop"],
                       "'straight': resize the whole photo to size x size (the published protocol); "

@@ -42,11 +42,11 @@ def newest_stats(strategy, stats):
         values = dict(zip(sorted(stats), (x.numpy() for x in replica)))
         i = int(values["index"].argmax())
         if best is None or values["index"][i] > best["index"]:
-            best = {k: int(v[i]) for k, v in values.items()}
+            best = {k: v[i].tolist() for k, v in values.items()}  # ints; lists for the per-source counts
     return best
 
 
-def log_epoch_skips(skips, newest, step, result):
+def log_epoch_skips(skips, newest, step, result, source_names=()):
     finished = skips.update(newest["index"], newest)
     if finished is not None:
         first, last, unreadable, gray = finished
@@ -61,6 +61,13 @@ def log_epoch_skips(skips, newest, step, result):
             logging.info("epochs %d to %d: skipped %d unreadable and %d grayscale of %d photos (%d per epoch)",
                          first, last, unreadable, gray, epochs * skips.files_per_epoch, skips.files_per_epoch)
     result["unreadable"], result["gray"] = skips.totals
+    if len(source_names) > 1:
+        by_source = zip(source_names, newest["unreadable_by_source"], newest["gray_by_source"])
+        result["skipped_by_source"] = {name: {"unreadable": u, "gray": g} for name, u, g in by_source}
+        if finished is not None and (finished[2] or finished[3]):
+            logging.info("skipped so far, by source: %s", ", ".join(
+                f"{name} {c['unreadable']} unreadable and {c['gray']} grayscale"
+                for name, c in result["skipped_by_source"].items()))
 
 
 def log_scalars(t, logs, stage, step, images_per_second, to_terminal):
