@@ -262,6 +262,12 @@ def copy_weights(path, model):
     source = load_keras_file(path, colorizer=False)  # a critic too; the weight shapes are checked below
     theirs, ours = source.weights, model.weights
     shapes = lambda weights: [tuple(w.shape) for w in weights]
+    # A model with the scene context (backbone.global_context) starts from one without it: the context
+    # starts as it was built (at zero, with the ImageNet classifier), the rest from the file.
+    context = {id(w) for layer in model.layers if layer.name.startswith("context_") for w in layer.weights}
+    if context and shapes(theirs) == shapes([w for w in ours if id(w) not in context]):
+        logging.info("--init_from %s: every weight but the scene context's, which is new to this run", path)
+        ours = [w for w in ours if id(w) not in context]
     if shapes(theirs) != shapes(ours):
         their_head, our_head = len(_output_layer_weights(source)), len(_output_layer_weights(model))
         if shapes(theirs[:-their_head]) != shapes(ours[:-our_head]):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from colorgan import models
+from colorgan import models, saving
 from colorgan.models import efficientnet_lite
 from colorgan.errors import ColorganError
 
@@ -164,3 +164,32 @@ def test_features_equal_the_pytorch_reference_on_real_photos(variant, tmp_path):
                                    err_msg=name)
     final_error = np.abs(got["top_activation"] - expected["top_activation"].permute(0, 2, 3, 1).numpy())
     assert len(expected) == sum(repeats) + 4 + 1 and final_error.max() < 1e-4
+
+
+def test_scene_context_reads_the_imagenet_classifier_and_starts_as_the_model_without_it(tmp_path):
+    installed_weights("lite0")
+    g = models.build_generator("backbone:efficientnet_lite0", image_size=224, encoder_weights="imagenet",
+                               decoder_filters=(16, 16, 8, 8, 8), context=True)
+    # The context's classifier on the encoder's pooled features names the photos as ImageNet does.
+    features = g.get_layer("encoder")(efficientnet_lite.preprocess_input(photos(224)), training=False)[-1]
+    logits = g.get_layer("context_classifier")(g.get_layer("context_pool")(features)).numpy()
+    _, coffee, chelsea = logits.argmax(-1)
+    assert coffee == 967 and chelsea in (281, 282, 285)
+    assert not g.get_layer("context_classifier").trainable
+
+    # From the shipped model, which has no context (--init_from), the fused model computes exactly what it did.
+    shipped = saving.load_keras_file(str(saving.DEFAULT_GENERATOR), colorizer=False)
+    fused = models.build_generator("backbone:efficientnet_lite0", image_size=128, encoder_weights="none", context=True)
+    saving.copy_weights(str(saving.DEFAULT_GENERATOR), fused)
+    l = tf.constant(photos(128).mean(-1, keepdims=True) / 127.5 - 1.0)
+    before = shipped(l, training=False).numpy()
+    np.testing.assert_array_equal(before, fused(l, training=False).numpy())
+    # ... until the fusion learns: a shift of the bottleneck then moves the colours.
+    shift = fused.get_layer("context_shift")
+    shift.bias.assign(tf.random.normal(shift.bias.shape, stddev=1.0, seed=2))
+    assert np.abs(fused(l, training=False).numpy() - before).max() > 0.05
+
+
+def test_scene_context_needs_an_efficientnet_lite_encoder():
+    with pytest.raises(ColorganError, match="context=true needs an EfficientNet-Lite encoder"):
+        models.build_generator("backbone:resnet50", image_size=64, encoder_weights="none", context=True)

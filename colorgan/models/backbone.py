@@ -82,20 +82,48 @@ def _load_encoder(backbone, image_size, encoder_weights):
         socket.setdefaulttimeout(old_timeout)
 
 
+def global_context(x, classifier_weights=None, width=256):
+    """Iizuka et al.'s (SIGGRAPH 2016) global features fused into the bottleneck ``x``: what the whole scene
+    is, from the encoder's pooled deepest features and the ImageNet classifier's logits on them, scales and
+    shifts every bottleneck channel everywhere (x * (1 + scale) + shift). A 128 px U-Net's receptive field
+    covers little of the scene, and which colour a thing is depends on what the scene is.
+
+    The scale and shift start at zero, so a model with the context computes exactly what the same model
+    without it did, and trained weights carry over (saving.copy_weights). The classifier stays frozen.
+    """
+    channels = x.shape[-1]
+    pooled = layers.GlobalAveragePooling2D(name="context_pool")(x)
+    classifier = layers.Dense(1000, name="context_classifier", trainable=False)
+    logits = classifier(pooled)
+    if classifier_weights is not None:
+        classifier.set_weights(classifier_weights)
+    h = layers.Concatenate(name="context_features")([pooled, logits])
+    h = layers.Dense(width, activation="relu", kernel_initializer=conv_init(), name="context_dense")(h)
+    scale = layers.Dense(channels, kernel_initializer="zeros", name="context_scale")(h)
+    shift = layers.Dense(channels, kernel_initializer="zeros", name="context_shift")(h)
+    scale = layers.Reshape((1, 1, channels), name="context_scale_map")(scale)
+    shift = layers.Reshape((1, 1, channels), name="context_shift_map")(shift)
+    return layers.Add(name="context_fused")([x, layers.Multiply(name="context_scaled")([x, scale]), shift])
+
+
 def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="imagenet",
-                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False, head="tanh"):
+                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False, head="tanh", context=False):
     """U-Net decoder on a keras.applications encoder, skips from its stride-2..16 stages.
 
     The encoder expects an RGB photo: the model turns L into the gray sRGB image of the same lightness
     (a = b = 0), then applies the network's own ``preprocess_input``. The full-resolution L joins the
     last decoder stage, so fine edges come from the input itself. ``head``: tanh (regression of ab) or
-    classes (blocks.class_head).
+    classes (blocks.class_head). ``context``: fuse the whole scene's features into the bottleneck
+    (global_context; EfficientNet-Lite encoders, whose ImageNet classifier is on disk).
     """
     check_head(head)
     if backbone not in BACKBONES:
         raise ColorganError(f"unknown backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
     check_size(f"backbone:{backbone}", image_size, 32)
     _, module, skip_names, top_name = BACKBONES[backbone]
+    if context and module != "efficientnet_lite":
+        raise ColorganError(f"context=true needs an EfficientNet-Lite encoder (its ImageNet classifier ships "
+                            f"offline), not {backbone}: use backbone:efficientnet_lite0, or drop context")
 
     base = _load_encoder(backbone, image_size, encoder_weights)
     encoder = keras.Model(base.input, [base.get_layer(n).output for n in skip_names] +
@@ -104,6 +132,9 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
 
     inputs = keras.Input((image_size, image_size, 1), name="L")
     *skips, x = encoder(GrayToEncoderRGB(module, name="gray_rgb")(inputs))
+    if context:
+        imagenet = encoder_weights == "imagenet"
+        x = global_context(x, efficientnet_lite.classifier_weights(BACKBONES[backbone][0]) if imagenet else None)
     for skip, f in zip(reversed(skips), decoder_filters):
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)
         x = layers.Concatenate()([x, skip])

@@ -328,6 +328,11 @@ def _keras_weights(state, module, kind):
     return [state[f"{module}.weight"].T, state[f"{module}.bias"]]  # dense: (out, in) -> (in, out)
 
 
+def classifier_weights(variant="lite0"):
+    """The ImageNet classifier of the variant's offline weights, as a Keras Dense layer's [kernel, bias]."""
+    return _keras_weights(read_torch_state_dict(imagenet_weights_path(variant)), "_fc", "dense")
+
+
 def load_torch_weights(model, path, variant="lite0"):
     """Copy an EfficientNet-Lite state dict (``efficientnet_lite_pytorch`` names) into ``model``."""
     state = read_torch_state_dict(path)
