@@ -58,16 +58,16 @@ def run(fv, args):
     if args:
         raise ColorganError(f"unexpected arguments {args}: every setting is a --flag")
     from colorgan import export
-    from colorgan.training import train
+    from colorgan.training import train, train_stages
 
     cfg = config_from(fv)
-    result = train(cfg)
+    result = train_stages(cfg) if cfg.stages else train(cfg)
     if result["stopped_by"]:
         print(f"stopped by {result['stopped_by']} at step {result['step']}; checkpoint: {result['checkpoint']}")
         return 0
     if cfg.export and result.get("generator"):
         result["saved_model"] = export.export_saved_model(
-            result["trainer"].generator, cfg.image_size, os.path.join(cfg.logdir, "export"), name="colorgan",
+            result["trainer"].generator, result["trainer"].cfg.image_size, os.path.join(cfg.logdir, "export"), name="colorgan",
             source=result["checkpoint"])
     print(f"\nfinished {result['step']} steps in {cfg.logdir}")
     notes = {"samples": "  rows: gray input / predicted / real"}

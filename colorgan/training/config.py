@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from colorgan import data, losses
+from colorgan import losses, sources
 from colorgan.errors import ColorganError
 
 
@@ -71,6 +71,11 @@ class TrainConfig:
     checkpoint_every: int = dataclasses.field(default=500, metadata={"help": "Steps between checkpoints."})
     keep_checkpoints: int = dataclasses.field(default=3, metadata={"help": "Checkpoints kept on disk."})
     export: bool = dataclasses.field(default=True, metadata={"help": "At the end, save generator.keras and a SavedModel under LOGDIR/export."})
+    # a run in stages, kept in the repository (stages.py)
+    stages: str = dataclasses.field(default="", metadata={"help": "A run in stages, KIND:SIZE:PHOTOS,... with KIND l1 or gan (e.g. l1:64:100000,gan:128:700000); each stage trains in its own folder under --logdir from where the last ended. Replaces --image_size, --pretrain_steps and --train_steps."})
+    state_dir: str = dataclasses.field(default="", metadata={"help": "With --stages: a folder (e.g. models/run) that keeps the run's state for any clone to continue: the averaged generator and the critic in float16, and state.json."})
+    state_every_hours: float = dataclasses.field(default=2.0, metadata={"help": "With --state_dir: hours of training between writes of the run's state (it is also written at each stage's end and when the run stops)."})
+    curve_every: int = dataclasses.field(default=150000, metadata={"help": "With --stages: photos between the averaged generators saved under LOGDIR/curve/ for the learning curve; 0: none."})
     progress: bool = dataclasses.field(default=True, metadata={"help": "Show a progress bar."})
 
     @property
@@ -113,6 +118,14 @@ def validate(cfg):
                  "colourfulness_weight", "perceptual_weight", "class_weight", "gp_weight", "clip_norm", "lr_encoder"):
         if getattr(cfg, name) < 0:
             raise ColorganError(f"--{name} must not be negative, got {getattr(cfg, name)}")
+    if cfg.state_every_hours <= 0 or cfg.curve_every < 0:
+        raise ColorganError(f"--state_every_hours must be positive and --curve_every not negative, got "
+                            f"{cfg.state_every_hours} and {cfg.curve_every}")
+    if cfg.stages:
+        from colorgan.training.stages import parse_stages
+        parse_stages(cfg.stages)
+    elif cfg.state_dir:
+        raise ColorganError("--state_dir keeps the state of a run in stages: give --stages too (or drop --state_dir)")
     if cfg.total_steps < 1:
         raise ColorganError("nothing to train: set --pretrain_steps or --train_steps above 0")
     if cfg.objective not in losses.OBJECTIVES:
@@ -132,10 +145,10 @@ def validate(cfg):
         if path and not (path.endswith(".keras") and os.path.isfile(path)):
             raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
                                 "(a run's generator.keras or critic.keras)")
-    data.parse_source(cfg.data)
-    data.parse_source_weights(cfg.source_weights)
+    sources.parse_sources(cfg.data)
+    sources.parse_source_weights(cfg.source_weights)
     if cfg.val_data:
-        data.parse_source(cfg.val_data)
+        sources.parse_sources(cfg.val_data)
     head = parse_options(cfg.generator_options).get("head", "tanh")
     if cfg.class_weight and head != "classes":
         raise ColorganError(f"--class_weight={cfg.class_weight} needs a generator with the class head: add "

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from colorgan import ab_bins, color, data, metrics, models, saving
+from colorgan import ab_bins, color, data, metrics, models, saving, sources
 from colorgan.errors import ColorganError
 from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
@@ -84,8 +84,8 @@ class Trainer:
             raise ColorganError("--lr_encoder does not combine with float16 loss scaling (two optimisers would "
                                 "unscale one gradient differently): use --mixed_precision=bfloat16 or float32")
         # Fail on a missing dataset now, not after building a 54M-parameter model.
-        self.source_weights = data.parse_source_weights(cfg.source_weights)
-        self.files_per_epoch = data.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
+        self.source_weights = sources.parse_source_weights(cfg.source_weights)
+        self.files_per_epoch = sources.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
                                                    cfg.data_dir or None, self.source_weights)
         self.chief = is_chief(self.strategy)
         self.out_dir = worker_dir(cfg, self.strategy, self.chief)
@@ -310,13 +310,19 @@ class Trainer:
 # The loop
 
 
-def train(cfg, on_step=None):
+def train(cfg, on_step=None, start=None, after_save=None):
     """Run (or resume) training as configured. Returns a dict of final metrics and output paths.
 
     on_step(step, logs) is called after every step (tests use it to interrupt at a chosen step).
+    start: (step, stream index) to continue from, with the models as --init_from gave them, instead of
+        the run dir's checkpoint (stages.py: a run's state kept in the repository).
+    after_save(trainer, step, stopping) is called after every checkpoint (stages.py writes the run's state).
     """
     t = Trainer(cfg)
-    restored = t.restore()
+    restored = t.restore() if start is None else None
+    if start is not None:
+        t.step.assign(start[0])
+        t.data_index.assign(start[1])
     start_step = int(t.step.numpy())
     if t.chief:
         saving.save_run_config(cfg.logdir, cfg.generator, t.generator_options, cfg.image_size,
@@ -341,6 +347,7 @@ def train(cfg, on_step=None):
         if (cfg.progress and t.chief) else None
     stop = StopRequested()
     iterator = iter(train_ds)
+    source_names = [name for name, _, _ in sources.parse_sources(cfg.data)]
     skips = data.EpochSkips(files_per_epoch, int(t.data_index.numpy())) if files_per_epoch else None
     clock = Clock(cfg.batch_size, start_step)
     result = {"stopped_by": None, "logs": {}}
@@ -360,7 +367,7 @@ def train(cfg, on_step=None):
                     t.check_finite(logs)
                     result["logs"] = logs
                     if skips is not None:
-                        log_epoch_skips(skips, newest_stats(t.strategy, stats), step, result)
+                        log_epoch_skips(skips, newest_stats(t.strategy, stats), step, result, source_names)
                 if due["log"]:
                     log_scalars(t, logs, stage, step, clock.images_per_second(step), progress is None)
                 if due["eval"]:
@@ -371,6 +378,8 @@ def train(cfg, on_step=None):
                     result.update(scores)
                 if due["save"]:
                     t.save()
+                    if after_save is not None:
+                        after_save(t, step, False)
                 if progress is not None:
                     values = [("stage", stage), ("img/s", clock.since_start(step))]
                     if isinstance(next(iter(logs.values()), None), float):
@@ -381,6 +390,8 @@ def train(cfg, on_step=None):
                     on_step(step, logs)
                 if stop.signal:
                     t.save()
+                    if after_save is not None:
+                        after_save(t, step, True)
                     logging.info("%s received: saved checkpoint at step %d; rerun the same command to resume",
                                  stop.signal, step)
                     result["stopped_by"] = stop.signal
