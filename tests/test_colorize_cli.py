@@ -123,6 +123,31 @@ def test_console_script_with_a_tflite_model(model_file, tmp_path):
     assert np.asarray(Image.open(tmp_path / "out" / "odd.png")).shape == (1, 1, 3)
 
 
+def test_the_installed_command_prints_no_tensorflow_start_up_lines(model_file, tmp_path):
+    """A fresh process of the installed `colorgan`, without the TF_CPP_MIN_LOG_LEVEL that `make test`
+    sets: its stderr is empty, and --verbosity=2 shows the lines it hides (so they exist to be hidden)."""
+    script = pathlib.Path(sys.executable).parent / "colorgan"
+    if not script.exists():
+        pytest.skip("the colorgan console script is not installed (pip install -e .)")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(skimage.data.chelsea()[:40, :50]).save(photo)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def run(*flags):
+        return subprocess.run([str(script), "colorize", "--model", str(model_file), "--noprogress",
+                               "--overwrite", "--output_dir", str(tmp_path / "out"), *flags, str(photo)],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    quiet = run()
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "done 1, skipped 0, failed 0", quiet
+    assert quiet.stderr == ""
+    loud = run("--verbosity=2")
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    # TensorFlow's C++ lines: absl's "I0000 00:00:..." format, or its notice before InitializeLog.
+    assert any(line.startswith(("I0000", "W0000", "E0000")) or "InitializeLog" in line
+               for line in loud.stderr.splitlines()), loud.stderr
+
+
 @pytest.mark.parametrize("where", ["the input folder", "a parent of it"])
 def test_output_dir_may_be_the_input_folder_or_above_it(photos, model_file, capsys, where):
     inputs = photos / "trip" / "day2"  # gray.png and same_size.jpg

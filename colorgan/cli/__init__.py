@@ -97,6 +97,10 @@ def help_text(module, fv, full):
 
 def run_command(name, argv):
     """Run subcommand ``name`` with argv (its program name first); returns the exit status."""
+    # Before the subcommand's module is imported: importing it may import TensorFlow (colorize's photo
+    # IO does), whose start-up lines would be printed before run_module could hide them. A --verbosity
+    # in a --config recipe is read too late for them; every other form of it is seen here.
+    quiet_tensorflow(requested_verbosity(argv))
     return run_module(importlib.import_module(COMMANDS[name]), argv)
 
 
