@@ -64,16 +64,52 @@ def test_folder_with_good_and_bad_files(photos, model_file, tmp_path, capsys):
     assert status == 1 and "done 0, skipped 4, failed 2" in capsys.readouterr().out
 
 
-def test_never_writes_over_inputs_unless_asked(photos, model_file, capsys):
+def test_a_photo_coloured_into_its_own_folder_goes_beside_it_and_never_replaces_it(photos, model_file, capsys):
     cat = photos / "trip" / "cat.png"
     before = cat.read_bytes()
+    # It used to colour nothing ("skipped 1 photo whose output is the input itself") and exit 0.
     status = colorize("--model", model_file, "--output_dir", photos / "trip", "--format", "same", cat)
     captured = capsys.readouterr()
-    assert status == 0 and "done 0, skipped 1, failed 0" in captured.out
-    assert "is the input itself" in captured.err and cat.read_bytes() == before
+    assert status == 0 and "done 1, skipped 0, failed 0" in captured.out
+    assert f"writing it beside the inputs as NAME_color.EXT ({cat} -> {photos / 'trip' / 'cat_color.png'})" in captured.err
+    assert cat.read_bytes() == before
+    with Image.open(cat) as original, Image.open(photos / "trip" / "cat_color.png") as colorized:
+        assert colorized.size == original.size and colorized.mode == "RGB"
+    # --overwrite replaces the earlier output, still not the input.
+    written = (photos / "trip" / "cat_color.png").stat().st_mtime_ns
     status = colorize("--model", model_file, "--output_dir", photos / "trip", "--format", "same", "--overwrite", cat)
     assert status == 0 and "done 1, skipped 0, failed 0" in capsys.readouterr().out
-    assert cat.read_bytes() != before
+    assert cat.read_bytes() == before and (photos / "trip" / "cat_color.png").stat().st_mtime_ns != written
+
+
+def test_an_output_that_would_replace_another_input_never_does(photos, model_file, capsys):
+    day2 = photos / "trip" / "day2"
+    Image.fromarray(skimage.data.coffee()[:40, :30]).save(day2 / "gray.jpg")  # where gray.png's JPEG would go
+    before = {p.name: p.read_bytes() for p in day2.iterdir()}
+    status = colorize("--model", model_file, "--output_dir", day2, "--format", "jpg", day2)
+    captured = capsys.readouterr()
+    # gray.jpg and same_size.jpg go beside themselves; gray.png's output would be gray.jpg, then
+    # gray_color.jpg, which is gray.jpg's: it fails, and says how to have both.
+    assert status == 1 and "done 2, skipped 0, failed 1" in captured.out
+    assert f"failed: {day2 / 'gray.png'}: its output {day2 / 'gray_color.jpg'} is also the output of" in captured.err
+    assert {p.name: p.read_bytes() for p in day2.iterdir() if p.name in before} == before
+    assert {"gray_color.jpg", "same_size_color.jpg"} <= {p.name for p in day2.iterdir()}
+
+
+def test_nothing_to_colour_is_an_error_not_a_success(photos, model_file, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", model_file, tmp_path / "empty")
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and error.startswith(f"error: found no photos to colour in {tmp_path / 'empty'}")
+    assert "\n" not in error
+    # A folder of nothing but colorize's own outputs: there is nothing to do either, and it says why.
+    out = tmp_path / "out"
+    assert colorize("--model", model_file, "--output_dir", out, photos / "trip" / "day2") == 0
+    with pytest.raises(SystemExit) as exit_info:
+        colorize("--model", model_file, "--output_dir", out, out)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "all 2 photos there are colorize's own outputs" in error
 
 
 def test_globs_files_and_missing_inputs(photos, model_file, tmp_path, capsys):
@@ -155,11 +191,10 @@ def test_output_dir_may_be_the_input_folder_or_above_it(photos, model_file, caps
     status = colorize("--model", model_file, "--output_dir", output_dir, "--format", "jpg", inputs)
     captured = capsys.readouterr()
     # It used to find nothing, since every input lies under the output folder: "done 0", status 0.
+    assert status == 0 and "done 2, skipped 0, failed 0" in captured.out
     if where == "the input folder":  # same_size.jpg would replace itself
-        assert status == 0 and "done 1, skipped 1, failed 0" in captured.out
-        assert "whose output is the input itself" in captured.err
-    else:
-        assert status == 0 and "done 2, skipped 0, failed 0" in captured.out
+        assert "writing it beside the inputs as NAME_color.EXT" in captured.err
+        assert (output_dir / "same_size_color.jpg").is_file()
     assert (output_dir / "gray.jpg").is_file()
     # A rerun colours nothing it wrote itself.
     status = colorize("--model", model_file, "--output_dir", output_dir, "--format", "jpg", inputs)
@@ -168,16 +203,18 @@ def test_output_dir_may_be_the_input_folder_or_above_it(photos, model_file, caps
 
 def test_its_own_outputs_in_the_input_folder_are_never_coloured_again(photos, model_file, capsys):
     trip = photos / "trip"
-    # cat.png and day2/gray.png are coloured, day2/same_size.jpg would replace itself, truncated.png fails.
+    # cat.png and day2/gray.png are coloured, day2/same_size.jpg beside itself, truncated.png fails.
     assert colorize("--model", model_file, "--output_dir", trip, "--format", "jpg", trip) == 1
-    assert "done 2, skipped 1, failed 1" in capsys.readouterr().out
+    assert "done 3, skipped 0, failed 1" in capsys.readouterr().out
     written = (trip / ".colorgan-outputs").read_text().splitlines()
-    assert sorted(written) == ['"cat.jpg"', '"day2/gray.jpg"']
-    # Were cat.jpg an input, its output cat.png would clash with cat.png's: "also the output of".
+    assert sorted(written) == ['"cat.jpg"', '"day2/gray.jpg"', '"day2/same_size_color.jpg"']
+    # Were cat.jpg an input, its output cat.png would clash with cat.png's: "also the output of". The
+    # PNGs go beside themselves, same_size.jpg becomes same_size.png; truncated.png fails again.
     status = colorize("--model", model_file, "--output_dir", trip, "--format", "png", trip)
     captured = capsys.readouterr()
-    assert status == 0 and "also the output of" not in captured.err
-    assert "done 1, skipped 3, failed 0" in captured.out  # same_size.jpg; the PNGs would replace themselves
+    assert status == 1 and "also the output of" not in captured.err
+    assert "done 3, skipped 0, failed 1" in captured.out
+    assert {"cat_color.png", "gray_color.png", "same_size.png"} <= {p.name for p in trip.rglob("*.png")}
 
 
 def test_a_rerun_says_skipped_once_not_once_a_photo(photos, model_file, tmp_path, capsys):

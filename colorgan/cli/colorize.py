@@ -8,10 +8,12 @@ Inputs are image files, folders (searched recursively; the output tree mirrors t
 training run dir, a checkpoint, a `.keras` file, a SavedModel or a `.tflite` file; without --model,
 the trained colorizer that ships with colorgan (models/MODEL_CARD.md). Outputs go to
 --output_dir, which may be the input folder itself: colorize lists what it writes there in
-.colorgan-outputs and never takes those files as inputs. An existing output, or an input itself, is
-replaced only with --overwrite. A file that cannot be read, or has more than --max_pixels, is reported
-and skipped; the exit status is 1 if any file failed, 2 on a usage error (an output folder that cannot
-be written among them, found before any work).
+.colorgan-outputs and never takes those files as inputs. An input is never replaced: a photo whose output
+would be an input (colouring a folder into itself) is written beside it as NAME_color.EXT. An existing
+output is replaced only with --overwrite. A file that cannot be read, or has more than --max_pixels, is
+reported and skipped. The exit status is 0 when every photo found was coloured or already had its output,
+1 if any file failed, 2 on a usage error found before any work: no photos at all, or an output folder
+that cannot be written.
 """
 import dataclasses
 import glob
@@ -34,8 +36,8 @@ def define_flags(fv):
                       "Output format: same (default: the input's own, so a JPEG stays a JPEG of quality 95 with "
                       "full-resolution colour, not a PNG five times its size; a GIF becomes a PNG), png "
                       "(lossless) or jpg.", flag_values=fv)
-    flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
-                      flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace existing outputs (inputs are never replaced: an output that "
+                      f"would be one is written beside it as NAME{BESIDE_SUFFIX}.EXT).", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
     flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
                        "below 1 duller, 0 gray; the lightness stays the photo's.", flag_values=fv)
@@ -52,6 +54,8 @@ PALETTE_SUFFIXES = (".gif",)
 PENDING_PIXELS = 64_000_000
 # In the output folder: what colorize wrote there, one JSON string (a path relative to it) a line.
 OUTPUTS_LIST = ".colorgan-outputs"
+# Added to the name of an output that would otherwise be an input (a folder coloured into itself).
+BESIDE_SUFFIX = "_color"
 
 
 @dataclasses.dataclass
@@ -148,12 +152,25 @@ def find_inputs(args, output_dir, outputs):
 
 
 def plan_jobs(inputs, output_dir, image_format, overwrite, summary):
-    """Jobs for the inputs, skipping those whose output must not be written (one line for them all)."""
-    jobs, claimed, exists, itself = [], {}, [], []
+    """Jobs for the inputs, skipping those whose output must not be written (one line for them all).
+
+    An output that would be an input, the photo itself or another one (a folder coloured into itself),
+    goes beside it under NAME_color.EXT instead: the user asked for colour copies, and a photo replaced
+    by its colour version cannot be had back (colour leaves L as it was, but not the file's bytes)."""
+    jobs, claimed, exists, beside = [], {}, [], []
+    input_paths = {source.resolve() for source, _ in inputs}
     for source, relative in inputs:
         suffix = ("." + image_format if image_format != "same"
                   else ".png" if source.suffix.lower() in PALETTE_SUFFIXES else source.suffix)
         target = output_dir / relative.with_suffix(suffix)
+        if target.resolve() in input_paths:
+            target = target.with_name(target.stem + BESIDE_SUFFIX + target.suffix)
+            if target.resolve() in input_paths:  # NAME_color.EXT is a photo of its own, not colorize's
+                summary.failed += 1
+                report("failed", source, f"its output {target} would replace an input photo of that name; "
+                                         "pass another --output_dir")
+                continue
+            beside.append((source, target))
         key = target.resolve()
         if key in claimed:
             summary.failed += 1
@@ -162,18 +179,19 @@ def plan_jobs(inputs, output_dir, image_format, overwrite, summary):
             continue
         claimed[key] = source
         if target.exists() and not overwrite:
-            (itself if key == source.resolve() else exists).append(source)
+            exists.append(source)
             continue
         jobs.append(Job(source, target))
-    summary.skipped += len(exists) + len(itself)
+    summary.skipped += len(exists)
+    if beside:
+        print(f"{_photos(beside)} would replace {'itself' if len(beside) == 1 else 'themselves'} or another "
+              f"input in {output_dir}: writing {'it' if len(beside) == 1 else 'them'} beside the inputs as "
+              f"NAME{BESIDE_SUFFIX}.EXT ({beside[0][0]} -> {beside[0][1]}{', ...' if len(beside) > 1 else ''})",
+              file=sys.stderr, flush=True)
     # A rerun skips every photo already done: one line says so, not one line a photo.
     if exists:
         print(f"skipped {_photos(exists)} whose outputs exist in {output_dir}; pass --overwrite to replace "
               "them", file=sys.stderr, flush=True)
-    if itself:
-        print(f"skipped {_photos(itself)} whose output is the input itself ({itself[0]}"
-              f"{', ...' if len(itself) > 1 else ''}); pass --overwrite to replace the inputs",
-              file=sys.stderr, flush=True)
     return jobs
 
 
@@ -303,6 +321,10 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
     output_dir = pathlib.Path(output_dir)
     summary, outputs = Summary(), OutputsList(output_dir)
     inputs, problems, ours = find_inputs(args, output_dir, outputs)
+    if not inputs and not problems:  # "done 0" and status 0 would read as success
+        raise ColorganError(f"found no photos to colour in {' '.join(map(str, args))}"
+                            + (f": all {ours} photos there are colorize's own outputs, listed in {outputs.path}" if ours
+                               else f" (folders are searched for {', '.join(EXTENSIONS)})"))
     for arg, reason in problems:
         summary.failed += 1
         report("failed", arg, reason)
@@ -319,7 +341,8 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
 
 
 def run(fv, args):
-    """The command: exit status 0 when every photo was done or skipped, 1 when any failed."""
+    """The command: exit status 0 when every photo was coloured or already had its output, 1 when any
+    failed (2, raised as a ColorganError, when there was nothing to do)."""
     summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress,
                        fv.max_pixels, fv.saturation)
     return 1 if summary.failed else 0
