@@ -4,6 +4,7 @@
     colorgan export --format=tflite --output=exported/tflite          # phones: float32, float16, int8
     colorgan export --format=keras --model=runs/mine --output=mine.keras
     colorgan export --format=onnx --output=exported                   # ONNX Runtime: exported/colorgan.onnx
+    python export/tflite.py --output=exported/tflite                  # the same, from a source checkout
 
 --model is a training run dir, a checkpoint (dir or prefix) or a .keras file; without it, the colorizer
 that ships with colorgan. SavedModel signatures:
@@ -17,7 +18,9 @@ generator (batch 1) with a metadata JSON beside each; the .onnx file holds it wi
 the .keras file are run on real validation photos and compared with the source model (max and mean |ab|
 in Lab units, PSNR of the colours).
 """
+import functools
 import pathlib
+import types
 
 from absl import flags
 
@@ -28,8 +31,8 @@ DEFAULT_OUTPUT = {"saved_model": "exported", "tflite": "exported/tflite", "keras
                   "onnx": "exported"}
 
 
-def define_flags(fv):
-    flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.", flag_values=fv)
+def define_flags(fv, formats=FORMATS):
+    flags.DEFINE_enum("format", formats[0], formats, "What to write.", flag_values=fv)
     flags.DEFINE_string("model", None, "Training run dir, checkpoint (dir or prefix) or .keras file "
                         "(default: the colorizer shipped with colorgan).", flag_values=fv)
     flags.DEFINE_string("output", None, "saved_model: the base folder (the model goes to OUTPUT/NAME/VERSION); "
@@ -48,6 +51,14 @@ def define_flags(fv):
                         flag_values=fv)
     flags.DEFINE_integer("calibration_photos", 100, "Photos for the int8 representative dataset.", flag_values=fv)
     flags.DEFINE_integer("parity_photos", 20, "Validation photos for the parity checks.", flag_values=fv)
+
+
+def command_for(image_format):
+    """This command with --format fixed, for run_module: what export/FORMAT.py in a source checkout runs.
+    Its --format takes that format alone, so that `export/tflite.py --format=onnx` is refused."""
+    return types.SimpleNamespace(
+        __doc__=f"python export/{image_format}.py [--flags]: colorgan export --format={image_format}.\n\n{__doc__}",
+        define_flags=functools.partial(define_flags, formats=(image_format,)), run=run)
 
 
 def run(fv, args):
