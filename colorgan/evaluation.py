@@ -19,6 +19,7 @@ protocol), ``per_image.csv``, ``grid.png`` (gray / predicted / real for the firs
 """
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -29,10 +30,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, inference, metrics
+from colorgan import color, data, inception, inference, metrics, photos
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
+# The files `colorgan evaluate` writes into its --out_dir (each atomically), which a rerun would replace.
+REPORTS = ("metrics.json", "per_image.csv", "grid.png", "extremes.png")
 AB_AUC_RANGE = (0, metrics.AUC_MAX_THRESHOLD)
 # Aggregates in report order: (key, label, format).
 REPORTED = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ab_mae", "ab MAE", "{:.2f}"),
@@ -341,14 +344,16 @@ def write_json(evaluation, path, settings):
     report = {**settings, "protocol": evaluation.protocol, "real_colourfulness": evaluation.real_colourfulness,
               "model": evaluation.aggregates["model"], "gray": evaluation.aggregates["gray"],
               "fid_skipped": evaluation.fid_skipped, "unreadable": evaluation.unreadable}
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    photos.write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_csv(evaluation, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(evaluation.rows[0]))
-        writer.writeheader()
-        writer.writerows(evaluation.rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(evaluation.rows[0]))
+    writer.writeheader()
+    writer.writerows(evaluation.rows)
+    photos.write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
 def short_name(name, width):
@@ -374,7 +379,7 @@ def plot_grid(examples, path, model_name):
         _show(row[0], example.gray, "gray input")
         _show(row[1], example.output, f"{model_name}: {example.psnr:.2f} dB")
         _show(row[2], example.real, short_name(example.name, 40))
-    figure.savefig(path, dpi=100)
+    photos.write_atomically(path, lambda f: figure.savefig(f, dpi=100, format="png"))
 
 
 def plot_extremes(worst, best, path, model_name):
@@ -394,7 +399,7 @@ def plot_extremes(worst, best, path, model_name):
             _show(cells[0], example.gray, f"{label} {rank + 1}: {short_name(example.name, 28)}")
             _show(cells[1], example.output, f"{model_name}: {example.psnr:.2f} dB")
             _show(cells[2], example.real, "real")
-    figure.savefig(path, dpi=100)
+    photos.write_atomically(path, lambda f: figure.savefig(f, dpi=100, format="png"))
 
 
 def write_tensorboard(evaluation, log_dir, grid_path):

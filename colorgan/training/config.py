@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from colorgan import data, losses
+from colorgan import data, losses, outputs
 from colorgan.errors import ColorganError
 
 
@@ -132,6 +132,7 @@ def validate(cfg):
         if path and not (path.endswith(".keras") and os.path.isfile(path)):
             raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
                                 "(a run's generator.keras or critic.keras)")
+    outputs.check("--logdir", cfg.logdir, folder=True)  # a file in the way, or /proc: now, not after the build
     data.parse_source(cfg.data)
     data.parse_source_weights(cfg.source_weights)
     if cfg.val_data:

@@ -19,6 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from colorgan import outputs
 from colorgan.errors import ColorganError
 from colorgan.video.temporal import TemporalFilter
 
@@ -284,8 +285,7 @@ def decode(container, video, writer, path):
 def check_output(target, overwrite=False, batch_size=8, crf=20):
     """The OutputFormat for ``target``, once the options are known to suit it."""
     form = output_format(target)
-    if os.path.exists(target) and not overwrite:
-        raise ColorganError(f"{target} already exists; pass --overwrite to replace it")
+    outputs.check("--output", target, overwrite=overwrite)
     top = 63 if form.codec == "libvpx-vp9" else 51
     if batch_size < 1 or not 0 <= crf <= top:
         raise ColorganError(f"--batch_size must be at least 1 and --crf in 0..{top} for {pathlib.Path(target).suffix} "
