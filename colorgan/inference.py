@@ -116,6 +116,11 @@ class Colorizer:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 (B, H, W, 1|3|4) photos, got {images.dtype} {images.shape}")
+        if not images.shape[1] or not images.shape[2]:
+            raise ValueError(f"a photo of {images.shape[2]} x {images.shape[1]} pixels has nothing to colour; "
+                             "pass photos of at least 1 x 1 pixels")
+        if not len(images):  # an empty batch: an empty answer, without running the model
+            return np.zeros(images.shape[:3] + (3,), np.uint8)
         if images.shape[1] * images.shape[2] > LARGE_PHOTO_PIXELS:
             return np.stack([self._colorize_in_strips(image) for image in images])
         l_full, l_model = self._prepare(images)
@@ -151,9 +156,12 @@ class Colorizer:
     def _check_input(self, l):
         l = np.asarray(l, np.float32)
         expected = (self.image_size, self.image_size, 1)
-        if l.ndim != 4 or l.shape[1:] != expected:
-            raise ValueError(f"predict_ab expects L of shape (B, {self.image_size}, {self.image_size}, 1), "
-                             f"got {l.shape}")
+        if l.ndim != 4 or l.shape[1:] != expected or not len(l):
+            raise ValueError(f"predict_ab expects L of shape (B, {self.image_size}, {self.image_size}, 1) with "
+                             f"B of 1 or more, got {l.shape}")
+        if not np.isfinite(l).all():
+            raise ValueError("predict_ab got L with NaN or infinite values; L must be normalised lightness, "
+                             "L*/50 - 1 in [-1, 1]")
         return l
 
     def __repr__(self):

@@ -11,7 +11,6 @@ output container cannot hold as it is gets re-encoded. The output appears only w
 which is named on one line.
 """
 import os
-import signal
 import sys
 import time
 
@@ -70,11 +69,6 @@ def default_output(source):
     return f"{root}-colour{suffix}"
 
 
-def raise_on_sigterm(signum, frame):
-    # A plain SIGTERM would end Python without running `finally`, leaving the temporary file behind.
-    raise SystemExit(128 + signum)
-
-
 def run(fv, args):
     """The command: colour one film; returns the exit status (problems raise ColorganError)."""
     from colorgan import inference
@@ -90,14 +84,13 @@ def run(fv, args):
     video.open_video(source, fv.max_pixels)[0].close()
     colorizer = inference.load_colorizer(fv.model, fv.saturation)
     bar = ProgressBar() if fv.progress and sys.stderr.isatty() else None
-    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     started = time.monotonic()
+    # Ctrl-C and SIGTERM end the command in one line (cli.run_module); the unfinished film is removed.
     try:
         result = video.colorize_video(source, target, colorizer, temporal=fv.temporal,
                                       strength=fv.temporal_strength, batch_size=fv.batch_size, crf=fv.crf,
                                       max_pixels=fv.max_pixels, overwrite=fv.overwrite, on_progress=bar)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if bar:
             bar.close()
     for note in result.notes:

@@ -64,6 +64,8 @@ class FramePipeline:
         if not batch:
             return
         images = np.stack([frame for frame, _ in batch])
+        if images.ndim != 4 or images.shape[-1] != 3 or not images.shape[1] or not images.shape[2]:
+            raise ValueError(f"frames must be uint8 H x W x 3 with H and W of 1 or more, got {images.shape[1:]}")
         step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
         for start in range(0, len(images), step):
             l_full, l_model = self._prepare(images[start:start + step])
