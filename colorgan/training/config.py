@@ -133,6 +133,7 @@ def validate(cfg):
             raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
                                 "(a run's generator.keras or critic.keras)")
     outputs.check("--logdir", cfg.logdir, folder=True)  # a file in the way, or /proc: now, not after the build
+    check_checkpoint_list(cfg.logdir)
     data.parse_source(cfg.data)
     data.parse_source_weights(cfg.source_weights)
     if cfg.val_data:
@@ -146,6 +147,20 @@ def validate(cfg):
     if cfg.objective == "wgan-gp" and cfg.critic == "patchgan" and critic_norm == "batch":
         raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "
                             "gradient penalty treats one by one; add --critic_options=norm=instance (or layer, none)")
+
+
+def check_checkpoint_list(logdir):
+    """The run's list of checkpoints (a text file) must be text, or TF's CheckpointManager fails on it with
+    a traceback; a list that is wrong in other ways is passed over (Trainer.restore reads the files)."""
+    state = os.path.join(logdir, "checkpoints", "checkpoint")
+    try:
+        with open(state, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError:
+        raise ColorganError(f"the checkpoint list {state} is damaged (not text); delete that one file and rerun: "
+                            "the checkpoints beside it are found from their own files") from None
+    except OSError:
+        pass  # none yet (or a folder in its place, which TF reports)
 
 
 def cpu_flags():
