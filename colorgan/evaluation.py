@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, inference, metrics, photos
+from colorgan import color, data, inception, inference, memory, metrics, photos
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
@@ -215,6 +215,31 @@ def make_feature_extractor(enabled):
         return None, str(e)
 
 
+# A figure row is 2.5 inches at 100 dpi, and matplotlib draws at most 2**16 pixels a side.
+MAX_FIGURE_ROWS = 2 ** 16 // 250
+
+
+def check_settings(size, batch_size, grid_images, extremes):
+    """Refuse, before any model loads or photo is read, what could not be scored, held or drawn: memory
+    grows with the batch times the size, and the figures with their rows."""
+    if size < metrics.SSIM_WINDOW:
+        raise ColorganError(f"--size={size} is too small: SSIM needs at least {metrics.SSIM_WINDOW} pixels")
+    if batch_size < 1:
+        raise ColorganError(f"--batch_size must be at least 1, got {batch_size}")
+    for flag, rows in (("grid_images", grid_images), ("extremes", extremes)):
+        if not 0 <= rows <= MAX_FIGURE_ROWS:
+            raise ColorganError(f"--{flag}={rows}: its figure can have 0 to {MAX_FIGURE_ROWS} rows (matplotlib draws "
+                                f"at most {2 ** 16} pixels a side); use at most {MAX_FIGURE_ROWS}")
+    pixels = size * size
+    one = memory.EVALUATE_BYTES_PER_PIXEL * pixels
+    kept = (grid_images + 2 * extremes) * 3 * 3 * pixels  # gray, coloured and real photos kept for the figures
+    memory.refuse_over(one + kept, f"--size={size}: scoring one photo",
+                       f"use a --size of at most {int((memory.total() / memory.EVALUATE_BYTES_PER_PIXEL) ** 0.5)}")
+    memory.refuse_over(one * batch_size + kept, f"--batch_size={batch_size} at --size={size}",
+                       f"use a --batch_size of at most {memory.most(one, kept)} (about "
+                       f"{memory.EVALUATE_BYTES_PER_PIXEL} bytes a pixel)")
+
+
 def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total=None, features=None,
              fid_skipped=None, grid_images=8, extremes=4, max_images=0, progress=True, unreadable=()):
     """Score ``model`` ('gray', 'identity' or a colorizer) and the gray baseline on ``photos``.
@@ -222,8 +247,7 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     photos: iterable of (name, uint8 RGB of any size). features: an InceptionFeatures, or None to skip
     FID (``fid_skipped`` says why). Returns an :class:`Evaluation`.
     """
-    if size < metrics.SSIM_WINDOW:
-        raise ColorganError(f"--size={size} is too small: SSIM needs at least {metrics.SSIM_WINDOW} pixels")
+    check_settings(size, batch_size, grid_images, extremes)
     if max_images:
         total = min(total, max_images) if total else max_images
     progress_bar = keras.utils.Progbar(total, unit_name="photo") if progress else None

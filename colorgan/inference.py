@@ -86,6 +86,9 @@ def finish_strip(rows, ab):
 # memory (a 12-megapixel photo whole would take about 1 GB of float tensors) and runs faster too.
 LARGE_PHOTO_PIXELS = 4_000_000
 STRIP_PIXELS = 1_000_000
+# Full-resolution float work takes ~80 bytes a pixel (finish): a batch runs in parts of at most this many
+# pixels, about 640 MB, whatever its size.
+BATCH_PIXELS = 8_000_000
 
 
 class Colorizer:
@@ -123,6 +126,9 @@ class Colorizer:
             return np.zeros(images.shape[:3] + (3,), np.uint8)
         if images.shape[1] * images.shape[2] > LARGE_PHOTO_PIXELS:
             return np.stack([self._colorize_in_strips(image) for image in images])
+        step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
+        if len(images) > step:
+            return np.concatenate([self.colorize_batch(images[i:i + step]) for i in range(0, len(images), step)])
         l_full, l_model = self._prepare(images)
         ab = self.predict_ab(l_model.numpy())
         return self._finish(l_full, np.asarray(ab, np.float32)).numpy()

@@ -35,7 +35,9 @@ def define_flags(fv):
                       "(lossless) or jpg.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs, even when an output is the input itself.",
                       flag_values=fv)
-    flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together. Memory stays "
+                         "bounded whatever it says: photos wait for company up to 64 MP, and run 8 MP at a time.",
+                         flag_values=fv)
     flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
                        "below 1 duller, 0 gray; the lightness stays the photo's.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)

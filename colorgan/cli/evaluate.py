@@ -44,13 +44,12 @@ def define_flags(fv):
 
 def run(fv, args):
     from colorgan import outputs
-    from colorgan.evaluation import (REPORTS, evaluate, load_model, make_feature_extractor, model_name_of,
+    from colorgan.evaluation import (REPORTS, check_settings, evaluate, load_model, make_feature_extractor, model_name_of,
                                      plot_extremes, plot_grid, read_photos, report_table, write_csv, write_json,
                                      write_tensorboard)
     if args:
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
-    if fv.batch_size < 1:
-        raise ColorganError(f"--batch_size must be at least 1, got {fv.batch_size}")
+    check_settings(fv.size, fv.batch_size, fv.grid_images, fv.extremes)
     name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "")
     out_dir = Path(fv.out_dir or os.path.join("runs", "eval", name))
     # Before the model loads and the photos are scored: an output that cannot be written fails now.

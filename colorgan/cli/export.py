@@ -67,7 +67,7 @@ def planned_outputs(fv, output):
 def run(fv, args):
     if args:
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
-    from colorgan import export, outputs, saving
+    from colorgan import export, memory, outputs, saving
     output = fv.output or DEFAULT_OUTPUT[fv.format]
     if fv.format == "keras" and not output.endswith(".keras"):
         raise ColorganError(f"--output={output}: a Keras model file must end in .keras")
@@ -80,8 +80,17 @@ def run(fv, args):
     version = pathlib.Path(output) / fv.name / str(fv.version)
     if fv.format == "saved_model" and fv.version is not None and version.exists() and not fv.overwrite:
         raise ColorganError(f"{version} already exists; pick another --version, or pass --overwrite to replace it")
+    for flag in ("parity_photos", "calibration_photos"):
+        if fv[flag].value < 1:
+            raise ColorganError(f"--{flag} must be at least 1, got {fv[flag].value}")
     generator, image_size = saving.load_generator(fv.model)
     source = fv.model or str(saving.DEFAULT_GENERATOR)
+    # The photos' L at the model's size stay in memory for the checks (and the int8 calibration).
+    calibration = fv.calibration_photos if fv.format == "tflite" and "int8" in fv.variants else 0
+    memory.refuse_over((fv.parity_photos + calibration) * image_size ** 2 * 8,
+                       f"--parity_photos={fv.parity_photos}" + (f" and --calibration_photos={calibration}"
+                                                                if calibration else "")
+                       + f" at the model's {image_size} x {image_size}", "use fewer photos")
     writers = {"saved_model": write_saved_model, "tflite": write_tflite, "keras": write_keras, "onnx": write_onnx}
     writers[fv.format](fv, generator, image_size, source, output)
     return 0

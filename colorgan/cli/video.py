@@ -16,7 +16,7 @@ import time
 
 from absl import flags
 
-from colorgan import video
+from colorgan import memory, video
 from colorgan.errors import ColorganError
 
 
@@ -81,7 +81,16 @@ def run(fv, args):
     inference.check_saturation(fv.saturation)
     # Check the film and the output before loading the model, so a bad input fails in a moment.
     video.check_output(target, fv.overwrite, fv.batch_size, fv.crf)
-    video.open_video(source, fv.max_pixels)[0].close()
+    container, stream = video.open_video(source, fv.max_pixels)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    container.close()
+    memory.refuse_over(width * height * memory.COLOUR_BYTES_PER_PIXEL, f"colouring a {width} x {height} frame",
+                       "scale the film down first")
+    batch = video.frames_a_batch(fv.batch_size, width, height)
+    if batch < fv.batch_size:  # frames wait in memory for their batch: it stays bounded, whatever the flag says
+        print(f"note: --batch_size={fv.batch_size} is clamped to {batch} frames of {width} x {height} "
+              f"({batch * width * height / 1e6:.1f} MP, about {memory.size(batch * width * height * memory.COLOUR_BYTES_PER_PIXEL)} "
+              "of memory a batch); the colours do not depend on it", file=sys.stderr, flush=True)
     colorizer = inference.load_colorizer(fv.model, fv.saturation)
     bar = ProgressBar() if fv.progress and sys.stderr.isatty() else None
     started = time.monotonic()

@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from colorgan import data, losses, outputs
+from colorgan import data, losses, memory, outputs
 from colorgan.errors import ColorganError
 
 
@@ -134,6 +134,7 @@ def validate(cfg):
                                 "(a run's generator.keras or critic.keras)")
     outputs.check("--logdir", cfg.logdir, folder=True)  # a file in the way, or /proc: now, not after the build
     check_checkpoint_list(cfg.logdir)
+    check_memory(cfg)
     data.parse_source(cfg.data)
     data.parse_source_weights(cfg.source_weights)
     if cfg.val_data:
@@ -161,6 +162,21 @@ def check_checkpoint_list(logdir):
                             "the checkpoints beside it are found from their own files") from None
     except OSError:
         pass  # none yet (or a folder in its place, which TF reports)
+
+
+def check_memory(cfg):
+    """Refuse a batch or photo size that cannot fit in this machine's memory, with the figure, before
+    anything is built (it would swap for minutes, or sit building the model, and then be killed)."""
+    pixels = cfg.image_size ** 2
+    one = memory.TRAIN_BYTES_PER_PIXEL * pixels
+    largest = int((memory.total() / memory.TRAIN_BYTES_PER_PIXEL) ** 0.5)
+    memory.refuse_over(one, f"--image_size={cfg.image_size}: training on one photo",
+                       f"use an --image_size of at most {largest}")
+    memory.refuse_over(one * cfg.batch_size, f"--batch_size={cfg.batch_size} at --image_size={cfg.image_size}",
+                       f"use a --batch_size of at most {memory.most(one)} (about 1 kB a pixel)")
+    scored = memory.EVALUATE_BYTES_PER_PIXEL * pixels  # the validation batch is coloured and scored at once
+    memory.refuse_over(scored * cfg.val_images, f"--val_images={cfg.val_images} at --image_size={cfg.image_size}",
+                       f"use --val_images of at most {memory.most(scored)}")
 
 
 def cpu_flags():

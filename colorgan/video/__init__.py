@@ -26,8 +26,11 @@ from colorgan.video.temporal import TemporalFilter
 
 # --- Frames through the model, in batches ---
 
-# Full-resolution float work takes ~80 bytes a pixel (inference.finish): big batches go in parts.
-BATCH_PIXELS = 8_000_000
+def frames_a_batch(batch_size, width, height):
+    """--batch_size, clamped so that a batch of frames holds at most inference.BATCH_PIXELS pixels: the
+    frames wait in memory until the batch is full, and the colour does not depend on the batch."""
+    from colorgan import inference
+    return max(1, min(batch_size, inference.BATCH_PIXELS // max(width * height, 1)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,6 +57,9 @@ class FramePipeline:
         """Yield (coloured frame, tag) for each (uint8 H x W x 3 frame, tag) of ``frames``, in order."""
         batch, index = [], 0
         for item in frames:
+            if not batch and not index:  # the first frame's size bounds the batch (frames_a_batch)
+                batch_size = frames_a_batch(batch_size, item[0].shape[1], item[0].shape[0]) if item[0].ndim == 3 \
+                    else batch_size
             batch.append(item)
             if len(batch) >= batch_size:
                 yield from self._colour(batch, index)
@@ -66,7 +72,8 @@ class FramePipeline:
         images = np.stack([frame for frame, _ in batch])
         if images.ndim != 4 or images.shape[-1] != 3 or not images.shape[1] or not images.shape[2]:
             raise ValueError(f"frames must be uint8 H x W x 3 with H and W of 1 or more, got {images.shape[1:]}")
-        step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
+        from colorgan import inference
+        step = max(1, inference.BATCH_PIXELS // (images.shape[1] * images.shape[2]))
         for start in range(0, len(images), step):
             l_full, l_model = self._prepare(images[start:start + step])
             ab = np.asarray(self.colorizer.predict_ab(l_model.numpy()), np.float32)
