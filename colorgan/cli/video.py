@@ -6,7 +6,9 @@
 Reads mp4, mov, avi, mkv, webm, animated gif and whatever else FFmpeg (through PyAV) reads; writes the
 format the output's suffix names (.mp4, .mov, .mkv: H.264; .webm: VP9; .avi: MPEG-4; .gif). Frame
 count, size, timestamps (so the frame rate, variable or not) and the sound are kept; sound that the
-output container cannot hold as it is gets re-encoded. The output appears only when it is complete.
+output container cannot hold as it is gets re-encoded. A film that asks to be shown turned (as phones
+record) comes out upright; its pixel aspect ratio and colour range, matrix, primaries and transfer are
+kept (WebM and GIF get square pixels instead). The output appears only when it is complete.
 --notemporal colours every frame on its own (it flickers). Exit status 0 on success, 2 on any problem,
 which is named on one line.
 """
