@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from colorgan import cli, inference, models, video
+from conftest import tiny_film
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,25 +44,11 @@ def test_every_command_ends_in_one_line_on_ctrl_c_and_sigterm(command, interrupt
     assert cleaned == [True] and signal.getsignal(signal.SIGTERM) is before
 
 
-def tiny_film(path, frames=120):
-    import av
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for t in range(frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = t
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
-
-
 def test_ctrl_c_in_a_real_video_run_is_one_line_and_exit_130(tmp_path):
     """Was: a 20-line KeyboardInterrupt traceback. The film is interrupted once its output has begun."""
     model = tmp_path / "tiny.keras"
     models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(str(model))
-    source, out = tiny_film(tmp_path / "in.mp4", frames=1000), tmp_path / "out"
+    source, out = tiny_film(tmp_path / "in.mp4", frames=600), tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "colorgan", "video", str(source), f"--output={out / 'film.mp4'}",
                              f"--model={model}", "--batch_size=1", "--noprogress"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from colorgan import cli, inference, memory, models, video
+from conftest import tiny_film
 
 GB4 = 4_000_000_000
 
@@ -94,7 +95,6 @@ def test_a_video_batch_is_clamped_to_what_memory_holds(monkeypatch):
 
 
 def test_the_video_command_says_it_clamps(tmp_path, capsys):
-    from test_reliability_interrupts import tiny_film
     model = tmp_path / "tiny.keras"
     models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(str(model))
     source = tiny_film(tmp_path / "in.mp4", frames=5)
