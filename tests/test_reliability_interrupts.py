@@ -97,3 +97,12 @@ def test_degenerate_batches_and_inputs(colorizer):
     with pytest.raises(ValueError, match="frames must be uint8 H x W x 3"):  # was: ZeroDivisionError
         list(video.FramePipeline(colorizer).run([(np.zeros((0, 0, 3), np.uint8), 0)]))
 
+
+@pytest.mark.parametrize("metric", ["psnr", "ab_mae", "ab_auc", "colourfulness"])
+def test_metrics_of_photos_without_pixels_say_so(metric):
+    """Was: NaN and two RuntimeWarnings (a mean over no pixels)."""
+    from colorgan import metrics
+    empty = np.zeros((1, 0, 0, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"with at least one pixel each, got shape \(1, 0, 0, 3\)"):
+        getattr(metrics, metric)(*([empty] if metric == "colourfulness" else [empty, empty]))
+    assert getattr(metrics, metric)(*([np.zeros((0, 4, 4, 3))] * (1 if metric == "colourfulness" else 2))).shape[0] == 0
