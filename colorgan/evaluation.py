@@ -253,7 +253,7 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     progress_bar = keras.utils.Progbar(total, unit_name="photo") if progress else None
     model, gray_colorizer = as_colorizer(model), GrayColorizer(size, "gray (a = b = 0)")
     rows, first, ranked = [], [], []
-    feature_sets = {"real": [], "model": [], "gray": []}
+    feature_sets = {"real": metrics.FeatureSet(), "model": metrics.FeatureSet(), "gray": metrics.FeatureSet()}
 
     def run_batch(names, real):
         real = np.stack(real)
@@ -277,10 +277,10 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
         ranked.sort(key=lambda e: e.psnr)
         del ranked[extremes:max(extremes, len(ranked) - extremes)]
         if features is not None:
-            feature_sets["real"].append(features(real))
-            feature_sets["gray"].append(features(gray))
+            feature_sets["real"].add(features(real))
+            feature_sets["gray"].add(features(gray))
             if not isinstance(model, str):
-                feature_sets["model"].append(features(output))
+                feature_sets["model"].add(features(output))
         if progress_bar:
             progress_bar.add(len(names))
 
@@ -303,11 +303,11 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     if features is not None and len(rows) < 2:
         features, fid_skipped = None, "FID needs at least 2 photos"
     if features is not None:
-        real_features = np.concatenate(feature_sets["real"])
-        gray_features = np.concatenate(feature_sets["gray"])
+        real_features, gray_features = feature_sets["real"], feature_sets["gray"]
         model_features = {"gray": gray_features, "identity": real_features}.get(model) if isinstance(model, str) \
-            else np.concatenate(feature_sets["model"])
-        fid = {"model": metrics.fid(real_features, model_features), "gray": metrics.fid(real_features, gray_features)}
+            else feature_sets["model"]
+        fid = {"model": metrics.fid_of_sets(real_features, model_features),
+               "gray": metrics.fid_of_sets(real_features, gray_features)}
 
     real_colourfulness = float(np.mean([r["real_colourfulness"] for r in rows]))
     aggregates = {which: summarize(rows, prefix, real_colourfulness, fid[which])

@@ -154,6 +154,53 @@ def feature_statistics(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+class FeatureSet:
+    """The features of a set that grows batch by batch, in bounded memory: the features themselves while
+    there are at most ``keep`` (``fid``'s exact path on samples), then only their count, sum and sum of
+    outer products (features^2 float64: 32 MB for Inception's 2048, whatever the number of photos; the
+    features of 100,000 photos held as they are took 2.4 GB)."""
+
+    def __init__(self, keep=2048):
+        self.keep, self.batches, self.count, self.sum, self.outer = keep, [], 0, None, None
+
+    def add(self, features):
+        features = _as_float64(features)
+        self.count += len(features)
+        if self.sum is None and self.count <= self.keep:
+            self.batches.append(features)
+            return
+        for batch in self.batches + [features]:
+            if self.sum is None:
+                self.sum, self.outer = np.zeros(batch.shape[1]), np.zeros((batch.shape[1], batch.shape[1]))
+            self.sum += batch.sum(axis=0)
+            self.outer += batch.T @ batch
+        self.batches = []
+
+    def __len__(self):
+        return self.count
+
+    def samples(self):
+        """The features, while they are kept; else None."""
+        return np.concatenate(self.batches) if self.sum is None and self.batches else None
+
+    def statistics(self):
+        """Mean and sample covariance, as feature_statistics gives them."""
+        if self.sum is None:
+            return feature_statistics(self.samples())
+        mean = self.sum / self.count
+        return mean, (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
+def fid_of_sets(set1, set2):
+    """``fid`` of two FeatureSets: on the samples where both are kept, else on their statistics."""
+    x1, x2 = set1.samples(), set2.samples()
+    if x1 is not None and x2 is not None:
+        return fid(x1, x2)
+    if min(len(set1), len(set2)) < 2:
+        raise ValueError(f"need at least 2 samples in each set, got {len(set1)} and {len(set2)}")
+    return frechet_distance(*set1.statistics(), *set2.statistics())
+
+
 def _psd_sqrt(matrix):
     """Square root of a symmetric positive semi-definite matrix (tiny negative eigenvalues clipped)."""
     eigenvalues, eigenvectors = np.linalg.eigh(matrix)
