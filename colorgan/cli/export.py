@@ -52,7 +52,7 @@ def define_flags(fv):
                       "the --model itself included.", flag_values=fv)
 
 
-def planned_outputs(fv, output):
+def planned_outputs(fv):
     """(flag check arguments) for what --format writes at --output: a file, or files in a folder."""
     from colorgan import inference
     if fv.format == "keras":
@@ -76,7 +76,7 @@ def run(fv, args):
         if unknown:
             raise ColorganError(f"unknown --variants {', '.join(unknown)}: use {', '.join(export.VARIANTS)}")
     # Before the model loads: a path that cannot be written, or a file that would be replaced, fails now.
-    outputs.check("--output", output, overwrite=fv.overwrite, **planned_outputs(fv, output))
+    outputs.check("--output", output, overwrite=fv.overwrite, **planned_outputs(fv))
     version = pathlib.Path(output) / fv.name / str(fv.version)
     if fv.format == "saved_model" and fv.version is not None and version.exists() and not fv.overwrite:
         raise ColorganError(f"{version} already exists; pick another --version, or pass --overwrite to replace it")
