@@ -19,6 +19,7 @@ protocol), ``per_image.csv``, ``grid.png`` (gray / predicted / real for the firs
 """
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -29,10 +30,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, inference, metrics, sources
+from colorgan import color, data, inception, inference, memory, metrics, photos, sources
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
+# The files `colorgan evaluate` writes into its --out_dir (each atomically), which a rerun would replace.
+REPORTS = ("metrics.json", "per_image.csv", "grid.png", "extremes.png")
 AB_AUC_RANGE = (0, metrics.AUC_MAX_THRESHOLD)
 # Aggregates in report order: (key, label, format).
 REPORTED = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ab_mae", "ab MAE", "{:.2f}"),
@@ -212,6 +215,31 @@ def make_feature_extractor(enabled):
         return None, str(e)
 
 
+# A figure row is 2.5 inches at 100 dpi, and matplotlib draws at most 2**16 pixels a side.
+MAX_FIGURE_ROWS = 2 ** 16 // 250
+
+
+def check_settings(size, batch_size, grid_images, extremes):
+    """Refuse, before any model loads or photo is read, what could not be scored, held or drawn: memory
+    grows with the batch times the size, and the figures with their rows."""
+    if size < metrics.SSIM_WINDOW:
+        raise ColorganError(f"--size={size} is too small: SSIM needs at least {metrics.SSIM_WINDOW} pixels")
+    if batch_size < 1:
+        raise ColorganError(f"--batch_size must be at least 1, got {batch_size}")
+    for flag, rows in (("grid_images", grid_images), ("extremes", extremes)):
+        if not 0 <= rows <= MAX_FIGURE_ROWS:
+            raise ColorganError(f"--{flag}={rows}: its figure can have 0 to {MAX_FIGURE_ROWS} rows (matplotlib draws "
+                                f"at most {2 ** 16} pixels a side); use at most {MAX_FIGURE_ROWS}")
+    pixels = size * size
+    one = memory.EVALUATE_BYTES_PER_PIXEL * pixels
+    kept = (grid_images + 2 * extremes) * 3 * 3 * pixels  # gray, coloured and real photos kept for the figures
+    memory.refuse_over(one + kept, f"--size={size}: scoring one photo",
+                       f"use a --size of at most {int((memory.total() / memory.EVALUATE_BYTES_PER_PIXEL) ** 0.5)}")
+    memory.refuse_over(one * batch_size + kept, f"--batch_size={batch_size} at --size={size}",
+                       f"use a --batch_size of at most {memory.most(one, kept)} (about "
+                       f"{memory.EVALUATE_BYTES_PER_PIXEL} bytes a pixel)")
+
+
 def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total=None, features=None,
              fid_skipped=None, grid_images=8, extremes=4, max_images=0, progress=True, unreadable=()):
     """Score ``model`` ('gray', 'identity' or a colorizer) and the gray baseline on ``photos``.
@@ -219,14 +247,13 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     photos: iterable of (name, uint8 RGB of any size). features: an InceptionFeatures, or None to skip
     FID (``fid_skipped`` says why). Returns an :class:`Evaluation`.
     """
-    if size < metrics.SSIM_WINDOW:
-        raise ColorganError(f"--size={size} is too small: SSIM needs at least {metrics.SSIM_WINDOW} pixels")
+    check_settings(size, batch_size, grid_images, extremes)
     if max_images:
         total = min(total, max_images) if total else max_images
     progress_bar = keras.utils.Progbar(total, unit_name="photo") if progress else None
     model, gray_colorizer = as_colorizer(model), GrayColorizer(size, "gray (a = b = 0)")
     rows, first, ranked = [], [], []
-    feature_sets = {"real": [], "model": [], "gray": []}
+    feature_sets = {"real": metrics.FeatureSet(), "model": metrics.FeatureSet(), "gray": metrics.FeatureSet()}
 
     def run_batch(names, real):
         real = np.stack(real)
@@ -250,10 +277,10 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
         ranked.sort(key=lambda e: e.psnr)
         del ranked[extremes:max(extremes, len(ranked) - extremes)]
         if features is not None:
-            feature_sets["real"].append(features(real))
-            feature_sets["gray"].append(features(gray))
+            feature_sets["real"].add(features(real))
+            feature_sets["gray"].add(features(gray))
             if not isinstance(model, str):
-                feature_sets["model"].append(features(output))
+                feature_sets["model"].add(features(output))
         if progress_bar:
             progress_bar.add(len(names))
 
@@ -276,11 +303,11 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
     if features is not None and len(rows) < 2:
         features, fid_skipped = None, "FID needs at least 2 photos"
     if features is not None:
-        real_features = np.concatenate(feature_sets["real"])
-        gray_features = np.concatenate(feature_sets["gray"])
+        real_features, gray_features = feature_sets["real"], feature_sets["gray"]
         model_features = {"gray": gray_features, "identity": real_features}.get(model) if isinstance(model, str) \
-            else np.concatenate(feature_sets["model"])
-        fid = {"model": metrics.fid(real_features, model_features), "gray": metrics.fid(real_features, gray_features)}
+            else feature_sets["model"]
+        fid = {"model": metrics.fid_of_sets(real_features, model_features),
+               "gray": metrics.fid_of_sets(real_features, gray_features)}
 
     real_colourfulness = float(np.mean([r["real_colourfulness"] for r in rows]))
     aggregates = {which: summarize(rows, prefix, real_colourfulness, fid[which])
@@ -341,14 +368,16 @@ def write_json(evaluation, path, settings):
     report = {**settings, "protocol": evaluation.protocol, "real_colourfulness": evaluation.real_colourfulness,
               "model": evaluation.aggregates["model"], "gray": evaluation.aggregates["gray"],
               "fid_skipped": evaluation.fid_skipped, "unreadable": evaluation.unreadable}
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    photos.write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_csv(evaluation, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(evaluation.rows[0]))
-        writer.writeheader()
-        writer.writerows(evaluation.rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(evaluation.rows[0]))
+    writer.writeheader()
+    writer.writerows(evaluation.rows)
+    photos.write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
 def short_name(name, width):
@@ -374,7 +403,7 @@ def plot_grid(examples, path, model_name):
         _show(row[0], example.gray, "gray input")
         _show(row[1], example.output, f"{model_name}: {example.psnr:.2f} dB")
         _show(row[2], example.real, short_name(example.name, 40))
-    figure.savefig(path, dpi=100)
+    photos.write_atomically(path, lambda f: figure.savefig(f, dpi=100, format="png"))
 
 
 def plot_extremes(worst, best, path, model_name):
@@ -394,7 +423,7 @@ def plot_extremes(worst, best, path, model_name):
             _show(cells[0], example.gray, f"{label} {rank + 1}: {short_name(example.name, 28)}")
             _show(cells[1], example.output, f"{model_name}: {example.psnr:.2f} dB")
             _show(cells[2], example.real, "real")
-    figure.savefig(path, dpi=100)
+    photos.write_atomically(path, lambda f: figure.savefig(f, dpi=100, format="png"))
 
 
 def write_tensorboard(evaluation, log_dir, grid_path):

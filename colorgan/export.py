@@ -151,17 +151,18 @@ def metadata(image_size, source, **extra):
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
-def export_saved_model(generator, image_size, out_dir, name="colorgan", version=None, source=""):
+def export_saved_model(generator, image_size, out_dir, name="colorgan", version=None, source="", overwrite=False):
     """Write `out_dir/name/version/` in the TF Serving layout; returns that path.
 
     The SavedModel is built in a hidden temporary folder beside it and renamed into place, so TF
-    Serving (which polls for numeric folders) never sees a half-written version.
+    Serving (which polls for numeric folders) never sees a half-written version. An existing version
+    is replaced only with ``overwrite``, and only once the new one is complete.
     """
     model_base = pathlib.Path(out_dir) / name
     version = int(version) if version is not None else next_version(model_base)
     target = model_base / str(version)
-    if target.exists():
-        raise ColorganError(f"{target} already exists; pick another --version or remove it")
+    if target.exists() and not overwrite:
+        raise ColorganError(f"{target} already exists; pick another --version, or pass --overwrite to replace it")
     model_base.mkdir(parents=True, exist_ok=True)
     archive = ServingPipeline(generator, image_size).archive()
     temporary = pathlib.Path(tempfile.mkdtemp(dir=model_base, prefix=f".{version}.", suffix=".tmp"))
@@ -173,7 +174,13 @@ def export_saved_model(generator, image_size, out_dir, name="colorgan", version=
                                     indent=2))
         write_warmup(temporary, name)
         temporary.chmod(0o777 & ~photos.current_umask())  # mkdtemp makes 0700; serving may run as another user
-        temporary.rename(target)
+        if target.is_dir():  # --overwrite: the old version moves aside only now, and goes once the new is in
+            replaced = pathlib.Path(tempfile.mkdtemp(dir=model_base, prefix=f".{version}.", suffix=".old"))
+            target.rename(replaced / "version")
+            temporary.rename(target)
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            temporary.rename(target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -33,7 +33,10 @@ def error_response(status, message, headers=None):
 def image_size_of(contents):
     """(width, height) from an image's header, without decoding its pixels."""
     from PIL import Image
+
+    from colorgan import payload
     try:
+        payload.check_structure(contents)
         with Image.open(io.BytesIO(contents)) as image:
             return image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -42,21 +45,40 @@ def image_size_of(contents):
         raise ColorganError(f"the upload is not an image colorgan can read{why}; send a JPEG or PNG") from None
 
 
+# A form needs one part (the photo), a browser may add a few; hundreds of thousands took seconds to parse.
+MAX_FORM_PARTS = 16
+MAX_PART_HEADER_BYTES = 16 * 1024
+
+
 def form_file(content_type, body):
     """The photo in a multipart/form-data body: its `file` field, else its only complete part.
-    Parsed in memory: a form library would spool large files to a temporary file on disk."""
+    Parsed in memory: a form library would spool large files to a temporary file on disk. A form of
+    more than MAX_FORM_PARTS parts, or a part header over MAX_PART_HEADER_BYTES, is refused as soon as
+    the parser reaches it."""
     from python_multipart.multipart import MultipartParser, parse_options_header
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     parts, header = [], [b"", b""]  # parts: [field name, data, complete?]
+
+    def on_part_begin():
+        if len(parts) >= MAX_FORM_PARTS:
+            raise Refusal(400, f"the form has more than {MAX_FORM_PARTS} parts; send the photo alone, as the "
+                               "field `file` (curl -F file=@photo.jpg)")
+        parts.append([None, bytearray(), False])
+
+    def on_header(index, data, start, end):
+        header[index] += data[start:end]
+        if len(header[0]) + len(header[1]) > MAX_PART_HEADER_BYTES:
+            raise Refusal(400, f"a form part's header is over {MAX_PART_HEADER_BYTES // 1024} kB; send the photo "
+                               "as the field `file` (curl -F file=@photo.jpg)")
 
     def on_header_end():
         if header[0].lower() == b"content-disposition":
             parts[-1][0] = parse_options_header(header[1])[1].get(b"name")
         header[:] = [b"", b""]
 
-    callbacks = {"on_part_begin": lambda: parts.append([None, bytearray(), False]),
-                 "on_header_field": lambda data, start, end: header.__setitem__(0, header[0] + data[start:end]),
-                 "on_header_value": lambda data, start, end: header.__setitem__(1, header[1] + data[start:end]),
+    callbacks = {"on_part_begin": on_part_begin,
+                 "on_header_field": lambda data, start, end: on_header(0, data, start, end),
+                 "on_header_value": lambda data, start, end: on_header(1, data, start, end),
                  "on_header_end": on_header_end,
                  "on_part_data": lambda data, start, end: parts[-1][1].extend(data[start:end]),
                  "on_part_end": lambda: parts[-1].__setitem__(2, True)}
@@ -172,3 +194,147 @@ def listen(host, port):
     except OSError as e:
         raise ColorganError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host, "
                             "or pick another --port if that one is in use") from None
+
+
+# A body arrives in h11 events, one a chunk of a chunked body or a read of any other: a 20 MB upload in
+# 16 kB reads is 1,250, over a slow link with 1.4 kB segments 14,000.
+MAX_BODY_PIECES = 100_000
+# ... and past this many, they must average MIN_PIECE_BYTES: one-byte chunks are refused after 10,000.
+SMALL_PIECES_AFTER, MIN_PIECE_BYTES = 10_000, 512
+
+
+def guarded_protocol(header_timeout_s, max_connections):
+    """uvicorn's h11 protocol class with the guards a server that anyone can reach needs (uvicorn has
+    none of the first two, and its limit_concurrency answers every new client 503 once idle connections
+    fill it):
+
+    * Each request's headers must be complete within ``header_timeout_s`` of the connection's start or
+      of the previous answer: one that trickles its headers (slowloris) is closed. uvicorn's own idle
+      timeout (timeout_keep_alive) restarts with every byte, and a new connection had none at all.
+    * Past ``max_connections`` connections, the oldest ones that are not in the middle of a request
+      (idle keep-alive, unfinished headers) are closed to make room: a crowd of them cannot lock out a
+      good client. Only if every connection is busy with a request is the new one closed.
+    * What a connection sends is parsed SLICE bytes at a time, other connections served in between, and
+      a body that comes in too many pieces is refused (400, MAX_BODY_PIECES, MIN_PIECE_BYTES): a body
+      in one-byte HTTP chunks (18 million h11 events for 18 MB) can neither hold the event loop nor
+      keep it busy.
+    """
+    import h11
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Flow(FlowControl):
+        """uvicorn's flow control, with a second reason to stop reading: parsing has fallen behind."""
+
+        def __init__(self, transport, protocol):
+            super().__init__(transport)
+            self.protocol, self.held = protocol, False
+
+        def resume_reading(self):
+            if self.read_paused:
+                self.read_paused = False
+                if not self.held:
+                    self._transport.resume_reading()
+
+        def hold(self, held):
+            self.held = held
+            if held:
+                self._transport.pause_reading()
+            elif not self.read_paused:
+                self._transport.resume_reading()
+
+    class GuardedH11Protocol(H11Protocol):
+        SLICE = 4 * 1024
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.flow = Flow(transport, self)
+            self.pieces, self.piece_bytes, next_event = 0, 0, self.conn.next_event
+
+            def counted_next_event():
+                event = next_event()
+                if type(event) is h11.Data:
+                    self.pieces += 1
+                    self.piece_bytes += len(event.data)
+                    # uvicorn answers 400 and closes the connection
+                    if self.pieces > MAX_BODY_PIECES or (self.pieces > SMALL_PIECES_AFTER
+                                                         and self.piece_bytes < MIN_PIECE_BYTES * self.pieces):
+                        raise h11.RemoteProtocolError("a body in too many small pieces")
+                elif type(event) is h11.Request:
+                    self.pieces = self.piece_bytes = 0
+                return event
+            self.conn.next_event = counted_next_event
+            self.opened, self.dropped, self.pending, self.feeding = self.loop.time(), False, bytearray(), False
+            self.header_deadline = None
+            self._arm_header_deadline()
+            self._make_room()
+
+        def connection_lost(self, exc):
+            self._disarm_header_deadline()
+            self.pending.clear()
+            super().connection_lost(exc)
+
+        def busy(self):
+            """In the middle of a request: its headers are in and its answer is not all sent."""
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def drop(self):
+            self.dropped = True
+            self._disarm_header_deadline()
+            self.transport.close()
+
+        def _make_room(self):
+            alive = [c for c in self.connections if not getattr(c, "dropped", False)]
+            excess = len(alive) - max_connections
+            if excess <= 0:
+                return
+            idle = sorted((c for c in alive if c is not self and not c.busy()), key=lambda c: c.opened)
+            for connection in idle[:excess]:
+                connection.drop()
+            if excess > len(idle):  # every other connection is busy with a request
+                self.drop()
+
+        def _arm_header_deadline(self):
+            self._disarm_header_deadline()
+            self.header_deadline = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+
+        def _disarm_header_deadline(self):
+            if self.header_deadline is not None:
+                self.header_deadline.cancel()
+                self.header_deadline = None
+
+        def _headers_too_slow(self):
+            self.header_deadline = None
+            if not self.busy() and not self.transport.is_closing():
+                self.drop()
+
+        def data_received(self, data):
+            self.pending += data
+            if len(self.pending) > 4 * self.SLICE:
+                self.flow.hold(True)
+            if not self.feeding:
+                self.feeding = True
+                self._feed()
+
+        def _feed(self):
+            if self.transport.is_closing():
+                self.pending.clear()
+            piece = bytes(self.pending[:self.SLICE])
+            del self.pending[:self.SLICE]
+            if piece:
+                super().data_received(piece)
+                if self.busy():
+                    self._disarm_header_deadline()
+            if self.pending:
+                self.loop.call_soon(self._feed)
+                return
+            self.feeding = False
+            if self.flow.held:
+                self.flow.hold(False)
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing() and not self.busy():
+                self._arm_header_deadline()  # the next request's headers, from now
+
+    return GuardedH11Protocol

@@ -86,6 +86,9 @@ def finish_strip(rows, ab):
 # memory (a 12-megapixel photo whole would take about 1 GB of float tensors) and runs faster too.
 LARGE_PHOTO_PIXELS = 4_000_000
 STRIP_PIXELS = 1_000_000
+# Full-resolution float work takes ~80 bytes a pixel (finish): a batch runs in parts of at most this many
+# pixels, about 640 MB, whatever its size.
+BATCH_PIXELS = 8_000_000
 
 
 class Colorizer:
@@ -116,8 +119,16 @@ class Colorizer:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 (B, H, W, 1|3|4) photos, got {images.dtype} {images.shape}")
+        if not images.shape[1] or not images.shape[2]:
+            raise ValueError(f"a photo of {images.shape[2]} x {images.shape[1]} pixels has nothing to colour; "
+                             "pass photos of at least 1 x 1 pixels")
+        if not len(images):  # an empty batch: an empty answer, without running the model
+            return np.zeros(images.shape[:3] + (3,), np.uint8)
         if images.shape[1] * images.shape[2] > LARGE_PHOTO_PIXELS:
             return np.stack([self._colorize_in_strips(image) for image in images])
+        step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
+        if len(images) > step:
+            return np.concatenate([self.colorize_batch(images[i:i + step]) for i in range(0, len(images), step)])
         l_full, l_model = self._prepare(images)
         ab = self.predict_ab(l_model.numpy())
         return self._finish(l_full, np.asarray(ab, np.float32)).numpy()
@@ -151,9 +162,12 @@ class Colorizer:
     def _check_input(self, l):
         l = np.asarray(l, np.float32)
         expected = (self.image_size, self.image_size, 1)
-        if l.ndim != 4 or l.shape[1:] != expected:
-            raise ValueError(f"predict_ab expects L of shape (B, {self.image_size}, {self.image_size}, 1), "
-                             f"got {l.shape}")
+        if l.ndim != 4 or l.shape[1:] != expected or not len(l):
+            raise ValueError(f"predict_ab expects L of shape (B, {self.image_size}, {self.image_size}, 1) with "
+                             f"B of 1 or more, got {l.shape}")
+        if not np.isfinite(l).all():
+            raise ValueError("predict_ab got L with NaN or infinite values; L must be normalised lightness, "
+                             "L*/50 - 1 in [-1, 1]")
         return l
 
     def __repr__(self):

@@ -27,13 +27,21 @@ def _as_float64(images):
     return np.asarray(images, dtype=np.float64)
 
 
+def _pixels(images):
+    """A batch of images as float64, refused if its images have no pixels: a mean over none is NaN."""
+    images = _as_float64(images)
+    if images.ndim < 2 or not np.prod(images.shape[1:]):
+        raise ValueError(f"expected a batch of images with at least one pixel each, got shape {images.shape}")
+    return images
+
+
 def psnr(real, predicted, data_range=255.0):
     """Peak signal-to-noise ratio in dB per image; ``inf`` where an image is reproduced exactly.
 
     The mean squared error runs over all pixels and channels, as in
     ``skimage.metrics.peak_signal_noise_ratio``.
     """
-    error = _as_float64(real) - _as_float64(predicted)
+    error = _pixels(real) - _pixels(predicted)
     mse = np.mean(error ** 2, axis=tuple(range(1, error.ndim)))
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range ** 2 / mse)
@@ -82,14 +90,14 @@ def ssim(real, predicted, data_range=255.0):
 
 def ab_mae(real_ab, predicted_ab):
     """Mean absolute error of a and b together, in Lab units, per image."""
-    error = np.abs(_as_float64(real_ab) - _as_float64(predicted_ab))
+    error = np.abs(_pixels(real_ab) - _pixels(predicted_ab))
     return error.mean(axis=tuple(range(1, error.ndim)))
 
 
 def ab_error_curve(real_ab, predicted_ab, max_threshold=AUC_MAX_THRESHOLD):
     """Share of pixels whose Euclidean ab error is <= t, for t = 0, 1, ..., max_threshold: (B, max_threshold + 1)."""
-    distance = np.linalg.norm(_as_float64(real_ab) - _as_float64(predicted_ab), axis=-1)
-    distance = distance.reshape(distance.shape[0], -1)
+    distance = np.linalg.norm(_pixels(real_ab) - _pixels(predicted_ab), axis=-1)
+    distance = distance.reshape(distance.shape[0], int(np.prod(distance.shape[1:])))  # an empty batch too
     batch, pixels = distance.shape
     # For integer thresholds, d <= t exactly when ceil(d) <= t: a histogram of ceil(d) and its running
     # sum give the whole curve without a (pixels x thresholds) comparison. Bin max_threshold + 1 is "beyond".
@@ -112,10 +120,11 @@ def colourfulness(rgb):
     With rg = R - G and yb = (R + G)/2 - B over the pixels of an image:
     M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2), population standard deviations.
     """
-    rgb = _as_float64(rgb)
+    rgb = _pixels(rgb)
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg = (red - green).reshape(rgb.shape[0], -1)
-    yb = (0.5 * (red + green) - blue).reshape(rgb.shape[0], -1)
+    pixels = (rgb.shape[0], int(np.prod(rgb.shape[1:-1])))  # an empty batch too
+    rg = (red - green).reshape(pixels)
+    yb = (0.5 * (red + green) - blue).reshape(pixels)
     spread = np.sqrt(rg.var(axis=1) + yb.var(axis=1))
     centre = np.sqrt(rg.mean(axis=1) ** 2 + yb.mean(axis=1) ** 2)
     return spread + 0.3 * centre
@@ -143,6 +152,53 @@ def feature_statistics(features):
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"need a (samples, features) matrix with at least 2 samples, got {features.shape}")
     return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+class FeatureSet:
+    """The features of a set that grows batch by batch, in bounded memory: the features themselves while
+    there are at most ``keep`` (``fid``'s exact path on samples), then only their count, sum and sum of
+    outer products (features^2 float64: 32 MB for Inception's 2048, whatever the number of photos; the
+    features of 100,000 photos held as they are took 2.4 GB)."""
+
+    def __init__(self, keep=2048):
+        self.keep, self.batches, self.count, self.sum, self.outer = keep, [], 0, None, None
+
+    def add(self, features):
+        features = _as_float64(features)
+        self.count += len(features)
+        if self.sum is None and self.count <= self.keep:
+            self.batches.append(features)
+            return
+        for batch in self.batches + [features]:
+            if self.sum is None:
+                self.sum, self.outer = np.zeros(batch.shape[1]), np.zeros((batch.shape[1], batch.shape[1]))
+            self.sum += batch.sum(axis=0)
+            self.outer += batch.T @ batch
+        self.batches = []
+
+    def __len__(self):
+        return self.count
+
+    def samples(self):
+        """The features, while they are kept; else None."""
+        return np.concatenate(self.batches) if self.sum is None and self.batches else None
+
+    def statistics(self):
+        """Mean and sample covariance, as feature_statistics gives them."""
+        if self.sum is None:
+            return feature_statistics(self.samples())
+        mean = self.sum / self.count
+        return mean, (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
+def fid_of_sets(set1, set2):
+    """``fid`` of two FeatureSets: on the samples where both are kept, else on their statistics."""
+    x1, x2 = set1.samples(), set2.samples()
+    if x1 is not None and x2 is not None:
+        return fid(x1, x2)
+    if min(len(set1), len(set2)) < 2:
+        raise ValueError(f"need at least 2 samples in each set, got {len(set1)} and {len(set2)}")
+    return frechet_distance(*set1.statistics(), *set2.statistics())
 
 
 def _psd_sqrt(matrix):

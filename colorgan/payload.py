@@ -17,6 +17,82 @@ ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
+# Pieces of structure that PIL (and the checks below) walk one by one in Python: real files hold a few,
+# a hostile one within the upload limit a million (a 14 MB PNG of empty chunks took seconds to open).
+MAX_PNG_CHUNKS = 100_000       # a 20 MB PNG in libpng's 8 kB IDATs has 2,500; an APNG two a frame
+MAX_JPEG_SEGMENTS = 10_000     # markers and scans; real files have tens
+MAX_GIF_BLOCKS = 100_000       # extension and data sub-blocks before the first frame's pixels
+MAX_TIFF_PAGES = 10_000
+
+
+def check_structure(contents):
+    """Raise ValueError when ``contents`` (a whole file) holds more chunks, segments, blocks or pages than
+    any real image: opening it would cost seconds. Costs at most the limit in steps, and nothing for
+    other formats."""
+    try:
+        if contents[:8] == b"\x89PNG\r\n\x1a\n":
+            _count("PNG", "chunks", MAX_PNG_CHUNKS, _png_offsets(contents))
+        elif contents[:2] == b"\xff\xd8":
+            _count("JPEG", "segments", MAX_JPEG_SEGMENTS, _jpeg_segments(contents))
+        elif contents[:6] in (b"GIF87a", b"GIF89a"):
+            _count("GIF", "blocks before its first picture", MAX_GIF_BLOCKS, _gif_blocks(contents))
+        elif contents[:4] in (b"II*\x00", b"MM\x00*"):
+            _count("TIFF", "pages", MAX_TIFF_PAGES, _tiff_pages(contents))
+    except (struct.error, IndexError):
+        return  # too broken to walk: PIL reports it
+
+
+def _count(kind, what, limit, pieces):
+    for n, _ in enumerate(pieces, 1):
+        if n > limit:
+            raise ValueError(f"the {kind} file holds more than {limit:,} {what}, far more than any real image; "
+                             "save it again with an image editor")
+
+
+def _png_offsets(contents):
+    offset = 8
+    while offset + 8 <= len(contents):
+        yield offset
+        offset += 12 + struct.unpack_from(">I", contents, offset)[0]
+
+
+def _jpeg_segments(contents):
+    offset = 2
+    while offset + 4 <= len(contents) and contents[offset] == 0xFF:
+        marker = contents[offset + 1]
+        if marker == 0xFF:
+            offset += 1
+            continue
+        if marker == 0xD9:
+            return
+        yield offset
+        offset += 2 + struct.unpack_from(">H", contents, offset + 2)[0]
+        if marker == 0xDA:  # entropy-coded data, to the next marker that is not a restart or stuffing
+            end = _MARKER.search(contents, offset)
+            offset = end.start() if end else len(contents)
+
+
+def _gif_blocks(contents):
+    flags = contents[10]
+    offset = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while contents[offset] == 0x21:  # extensions: label, then sub-blocks to an empty one
+        offset += 2
+        while contents[offset]:
+            yield offset
+            offset += 1 + contents[offset]
+        offset += 1
+
+
+def _tiff_pages(contents):
+    order = "<" if contents[:2] == b"II" else ">"
+    offset, seen = struct.unpack_from(order + "I", contents, 4)[0], set()
+    while offset and offset not in seen:
+        seen.add(offset)
+        yield offset
+        entries = struct.unpack_from(order + "H", contents, offset)[0]
+        offset = struct.unpack_from(order + "I", contents, offset + 2 + 12 * entries)[0]
+
+
 def check(contents, image_format, size):
     """Raise ValueError when ``contents`` (a whole file) cannot hold a ``size`` image of its format."""
     checker = {"PNG": _check_png, "JPEG": _check_jpeg, "MPO": _check_jpeg, "GIF": _check_gif}.get(image_format)

@@ -45,6 +45,7 @@ def decode_photo(contents, name="image", max_pixels=None):
             # PIL warns above 89 MP (the caller's limit, checked next, is the one that applies) and about
             # damaged data (which fails below, with one line naming the file): its warnings are noise here.
             warnings.simplefilter("ignore")
+            payload.check_structure(contents)  # a million empty chunks: refused before PIL walks them
             with Image.open(io.BytesIO(contents)) as image:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:

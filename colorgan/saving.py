@@ -141,41 +141,124 @@ def load_generator(path=None):
         model = load_keras_file(path)
         return model, int(model.input_shape[1])
 
-    prefix = None
     if os.path.isdir(path):
         run_dir = path if os.path.isfile(os.path.join(path, RUN_CONFIG)) else os.path.dirname(path.rstrip("/"))
         ckpt_dir = os.path.join(run_dir, "checkpoints")
         if os.path.isdir(path) and os.path.basename(path.rstrip("/")) == "checkpoints":
             ckpt_dir = path
-        prefix = tf.train.latest_checkpoint(ckpt_dir)
+        prefixes = checkpoints_newest_first(ckpt_dir)
     else:
         ckpt_dir = os.path.dirname(path)
         run_dir = os.path.dirname(ckpt_dir)
-        prefix = path if tf.io.gfile.exists(path + ".index") else None
+        prefixes = [path] if tf.io.gfile.exists(path + ".index") else []  # exactly this one, or none
     config_path = os.path.join(run_dir, RUN_CONFIG)
     if not os.path.isfile(config_path):
         raise ColorganError(f"{path!r} is not a colorgan run: no {RUN_CONFIG} found in {run_dir!r}; "
                             "pass a run directory written by train.py, a checkpoint in one, or a .keras file")
-    if prefix is None:
+    if not prefixes:
         final = os.path.join(run_dir, "generator.keras")
         if os.path.isfile(final):
             return load_generator(final)
         raise ColorganError(f"no checkpoint found for {path!r}: train first, or pass a .keras file")
-    with open(config_path) as f:
-        config = json.load(f)
-    options = dict(config.get("generator_options", {}))
-    if config["generator"].startswith("backbone:"):
-        options["encoder_weights"] = "none"  # the checkpoint brings the trained weights
-    generator = build_generator(config["generator"], config["image_size"], **options)
     try:
-        # A wrong shape fails in restore itself (ValueError); a missing variable in the assertion.
-        tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise ColorganError(f"checkpoint {prefix!r} does not match generator {config['generator']!r}: "
-                            f"{str(e).splitlines()[0][:160]}") from None
-    if config.get("ema"):
-        _restore_weight_averages(generator, prefix)
-    return generator, int(config["image_size"])
+        with open(config_path) as f:
+            config = json.load(f)
+        name, image_size = config["generator"], int(config["image_size"])
+        options = dict(config.get("generator_options", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ColorganError(f"{config_path} is damaged ({type(e).__name__}: {str(e)[:80]}); copy it from a "
+                            "backup, or write it again by resuming the run with the flags in its flags.cfg") from None
+    if name.startswith("backbone:"):
+        options["encoder_weights"] = "none"  # the checkpoint brings the trained weights
+    generator = build_generator(name, image_size, **options)
+
+    def restore(prefix):
+        try:
+            # A wrong shape fails in restore itself (ValueError); a missing variable in the assertion.
+            tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+            raise ColorganError(f"checkpoint {prefix!r} does not match generator {name!r}: "
+                                f"{str(e).splitlines()[0][:160]}") from None
+        if config.get("ema"):
+            _restore_weight_averages(generator, prefix)
+
+    prefix, damaged = restore_newest_intact(restore, prefixes)
+    if prefix is None and len(prefixes) == 1 and prefixes[0] == path:  # asked for exactly that one
+        raise ColorganError(f"checkpoint {path} is damaged ({damaged[0][1]}); pass its run dir to use the "
+                            "newest intact checkpoint, or another checkpoint")
+    report_damaged(damaged, prefix, ckpt_dir, "using")
+    return generator, image_size
+
+
+def checkpoints_newest_first(ckpt_dir):
+    """Every checkpoint prefix in ``ckpt_dir``, the highest step first: those its `checkpoint` list names
+    (even if their files are gone, so that they are reported) and those whose index file is there (so
+    that a damaged or deleted list loses none)."""
+    import tensorflow as tf
+
+    prefixes = set()
+    try:
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+    except Exception:  # a list that is not text: its checkpoints are still found from their files
+        state = None
+    if state is not None:
+        prefixes.update(os.path.join(ckpt_dir, os.path.basename(p)) for p in state.all_model_checkpoint_paths)
+        if state.model_checkpoint_path:
+            prefixes.add(os.path.join(ckpt_dir, os.path.basename(state.model_checkpoint_path)))
+    prefixes.update(p[:-len(".index")] for p in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.index"))
+                    if not p.endswith("_temp.index"))
+
+    def step(prefix):
+        number = re.search(r"-(\d+)$", prefix)
+        return int(number[1]) if number else -1
+    return sorted(prefixes, key=lambda p: (step(p), p), reverse=True)
+
+
+def restore_newest_intact(restore, prefixes):
+    """(the prefix that ``restore(prefix)`` took, [(damaged prefix, what is wrong)]): the prefixes are
+    tried in order, and one whose files are damaged is passed over for the next. A ColorganError from
+    ``restore`` (a checkpoint of another model) is raised at once. The prefix is None if none worked."""
+    import tensorflow as tf
+
+    damaged = []
+    for prefix in prefixes:
+        try:
+            restore(prefix)
+            return prefix, damaged
+        except (tf.errors.OpError, IndexError, OSError) as e:
+            # What a checkpoint whose files are cut short, damaged or gone raises: TF's OpErrors (NotFound,
+            # DataLoss, "not an sstable"), and IndexError ("Read less bytes than requested") for a cut data file.
+            damaged.append((prefix, _damage(prefix, e)))
+    return None, damaged
+
+
+def _damage(prefix, error):
+    """What is wrong with a checkpoint's files, in a few words."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(prefix + ".index"):
+        return "its index file is missing"
+    data = tf.io.gfile.glob(prefix + ".data-*")
+    shards = re.search(r"-of-(\d+)$", data[0]) if data else None
+    if not data or shards and len(data) < int(shards[1]):
+        return "a data file is missing"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "Read less bytes" in text or "truncated" in text.lower():
+        return "its data file is cut short"
+    if "sstable" in text or "bad magic" in text:
+        return "its index file is damaged"
+    return f"{type(error).__name__}: {text[:100]}"
+
+
+def report_damaged(damaged, used, ckpt_dir, verb):
+    """Name each damaged checkpoint and what was used instead; raise if nothing was usable."""
+    for prefix, what in damaged:
+        logging.warning("checkpoint %s is damaged (%s)%s", prefix, what,
+                        f"; {verb} {os.path.basename(used)}, the newest intact one" if used else "")
+    if used is None and damaged:
+        names = ", ".join(f"{os.path.basename(p)} ({what})" for p, what in damaged)
+        raise ColorganError(f"every checkpoint in {ckpt_dir} is damaged: {names}; restore them from a backup, "
+                            "or move that folder away to start afresh")
 
 
 def _all_layers(layer):

@@ -16,9 +16,20 @@ Routes (exact paths only; nothing in a request is ever used as a file path):
 Every error is JSON {"error": "..."}. The colours are the model's, the lightness is the photo's own,
 EXIF orientation is followed and an ICC profile is copied onto the PNG.
 
-Limits, so that no client can exhaust the machine or hold up the others:
+Limits, so that no client can exhaust the machine or hold up the others (GET /healthz lists them, and
+the OpenAPI description at /docs):
   * Host headers other than 127.0.0.1, localhost, [::1], --host and --allowed_hosts get 400 (so a web
     page elsewhere cannot reach this server through DNS rebinding). The default --host is 127.0.0.1.
+  * Connections: a request's line and headers must arrive within --header_timeout_s (10) of the
+    connection or of the previous answer, and hold at most 16 kB (400), else the connection is closed;
+    a keep-alive connection idle 5 s after an answer is closed. Past --max_connections (1000), the
+    oldest connections not in the middle of a request make room for new ones. A body that arrives in
+    more than 100,000 pieces, or 10,000 averaging under 512 bytes (one-byte HTTP chunks), gets 400.
+    What a connection sends is parsed 4 kB at a time, the others served in between.
+  * Forms and image headers are read by 2 worker threads, never on the event loop, as many waiting as
+    there are --queue_size slots (else 503). A form of more than 16 parts, or a part header over 16 kB,
+    gets 400; so do PNG, JPEG, GIF and TIFF files with more chunks, segments, blocks or pages than any
+    real photo (payload.check_structure: PIL took 9 s to open a 14 MB PNG of a million empty chunks).
   * A body must arrive whole within --body_timeout_s, else 408; uploads over --max_upload_mb get 413
     (from Content-Length at once, or while a chunked body streams). Bodies stay in memory (never on
     disk), at most --queue_size x --max_upload_mb bytes of them at once; beyond that, 503.
@@ -31,6 +42,7 @@ Limits, so that no client can exhaust the machine or hold up the others:
     if it never got its turn, or 504 if it was being coloured (the worker finishes it regardless).
 """
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.resources
 import logging
@@ -48,13 +60,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from colorgan.errors import ColorganError, exit_on_user_error
-from colorgan.http_parts import Guard, Refusal, Worker, error_response, form_file, image_size_of, listen
+from colorgan.http_parts import (MAX_FORM_PARTS, Guard, Refusal, Worker, error_response, form_file, guarded_protocol,
+                                 image_size_of, listen)
 
 DEFAULT_MAX_UPLOAD_MB = 20
 DEFAULT_MAX_PIXELS = 16_000_000      # why this number: see the module docstring
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_COLORIZE_TIMEOUT_S = 60.0
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 1000
+IDLE_TIMEOUT_S = 5.0           # a keep-alive connection silent this long after an answer is closed
+MAX_HEADER_BYTES = 16 * 1024   # a request line and headers larger than this get 400 (h11)
+PARSE_WORKERS = 2              # threads that read forms and image headers, off the event loop
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 MAX_SATURATION = 4.0  # beyond it nearly every colour is clipped at the model's range anyway
 BUSY = "the server is busy; try again in a moment"
@@ -87,6 +105,10 @@ def define_flags(fv):
                        "slower ones get 408.", **on)
     flags.DEFINE_float("colorize_timeout_s", DEFAULT_COLORIZE_TIMEOUT_S, "Seconds from a whole upload to its "
                        "answer; later gets 503 (never started) or 504 (too slow).", **on)
+    flags.DEFINE_float("header_timeout_s", DEFAULT_HEADER_TIMEOUT_S, "Seconds a client has to send a request's "
+                       "headers, from its connection or its previous answer; slower ones are disconnected.", **on)
+    flags.DEFINE_integer("max_connections", DEFAULT_MAX_CONNECTIONS, "Open connections; past this many, the "
+                         "oldest idle ones are closed to make room.", **on)
     flags.DEFINE_list("allowed_hosts", [], "Host header names to answer (e.g. this machine's name) besides "
                       "localhost and --host; '*' answers any.", **on)
     flags.DEFINE_float("saturation", 1.0, "Colour strength when a request names none: the model's a*b* times "
@@ -94,7 +116,8 @@ def define_flags(fv):
     flags.DEFINE_bool("quiet", False, "Log only problems, not every request.", **on)
     flags.register_validator("saturation", lambda value: 0.0 <= value <= MAX_SATURATION,
                              f"--saturation must be from 0 (gray) to {MAX_SATURATION:g}", **on)
-    for name in ("max_upload_mb", "max_pixels", "queue_size", "body_timeout_s", "colorize_timeout_s"):
+    for name in ("max_upload_mb", "max_pixels", "queue_size", "body_timeout_s", "colorize_timeout_s",
+                 "header_timeout_s", "max_connections"):
         flags.register_validator(name, lambda value: value > 0, f"--{name} must be positive", **on)
 
 
@@ -104,11 +127,13 @@ class ColorizeServer:
     def __init__(self, colorizer, host="127.0.0.1", port=8000, max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
                  max_pixels=DEFAULT_MAX_PIXELS, queue_size=DEFAULT_QUEUE_SIZE,
                  body_timeout_s=DEFAULT_BODY_TIMEOUT_S, colorize_timeout_s=DEFAULT_COLORIZE_TIMEOUT_S,
-                 allowed_hosts=(), quiet=False, saturation=1.0):
+                 allowed_hosts=(), quiet=False, saturation=1.0, header_timeout_s=DEFAULT_HEADER_TIMEOUT_S,
+                 max_connections=DEFAULT_MAX_CONNECTIONS):
         """Logs to uvicorn's loggers, "uvicorn.error" and "uvicorn.access"; see `log_to_terminal`.
         `saturation` is the colour strength of requests that name none (see inference.SaturatedColorizer)."""
         if not 0.0 <= saturation <= MAX_SATURATION:
             raise ColorganError(f"--saturation must be from 0 (gray) to {MAX_SATURATION:g}, got {saturation}")
+        check_limits(max_upload_mb, max_pixels, queue_size, max_connections)
         self.colorizer, self.saturation = colorizer, float(saturation)
         self.max_upload_bytes = int(max_upload_mb * 1_000_000)
         self.max_pixels, self.queue_size = int(max_pixels), int(queue_size)
@@ -118,14 +143,19 @@ class ColorizeServer:
         bound = host.lower() if ":" not in host or host.startswith("[") else f"[{host.lower()}]"
         self.allowed_hosts = {*LOCAL_HOSTS, *(h.lower() for h in allowed_hosts)} | (
             set() if bound in ("0.0.0.0", "[::]") else {bound})
+        self.header_timeout_s, self.max_connections = float(header_timeout_s), int(max_connections)
         self.socket = listen(host, port)
         self.worker = Worker(colorizer, self.queue_size)
+        # Forms and image headers are read here, not on the event loop: a hostile one cannot hold up the
+        # others' answers. As many may wait as there are queue slots; more get 503.
+        self.parser = concurrent.futures.ThreadPoolExecutor(PARSE_WORKERS, thread_name_prefix="colorgan-parse")
+        self.parse_slots = threading.BoundedSemaphore(self.queue_size)
         self._thread = None
-        config = uvicorn.Config(self.build_app(), http="h11", loop="asyncio", lifespan="off",
-                                log_config=None, log_level="warning" if quiet else "info",
-                                access_log=not quiet, server_header=False, timeout_keep_alive=5,
-                                # Connections are cheap but not free: past this many, uvicorn answers 503.
-                                limit_concurrency=max(256, 2 * self.queue_size), timeout_graceful_shutdown=5)
+        config = uvicorn.Config(self.build_app(), http=guarded_protocol(self.header_timeout_s, self.max_connections),
+                                loop="asyncio", lifespan="off", log_config=None,
+                                log_level="warning" if quiet else "info", access_log=not quiet,
+                                server_header=False, timeout_keep_alive=IDLE_TIMEOUT_S,
+                                h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_graceful_shutdown=5)
         self.uvicorn = uvicorn.Server(config)
 
     @property
@@ -137,14 +167,23 @@ class ColorizeServer:
         host, port = self.server_address
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
-    def health(self):
+    async def health(self):
         return {"status": "ok", "model": self.colorizer.kind, "image_size": self.colorizer.image_size,
                 "saturation": self.saturation, "max_saturation": MAX_SATURATION,
-                "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "queued": self.worker.pending}
+                "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "queued": self.worker.pending,
+                "limits": self.limits()}
+
+    def limits(self):
+        """What this server allows a client: the figures of the module docstring, as they are set."""
+        return {"body_timeout_s": self.body_timeout_s, "colorize_timeout_s": self.colorize_timeout_s,
+                "header_timeout_s": self.header_timeout_s, "idle_timeout_s": IDLE_TIMEOUT_S,
+                "max_header_bytes": MAX_HEADER_BYTES, "max_connections": self.max_connections,
+                "max_form_parts": MAX_FORM_PARTS, "queue_size": self.queue_size, "parse_workers": PARSE_WORKERS,
+                "model_workers": 1}
 
     def build_app(self):
         app = FastAPI(title="colorgan", summary="Colourise black-and-white photos.", redoc_url=None,
-                      swagger_ui_oauth2_redirect_url=None, redirect_slashes=False)
+                      description=self.limits_text(), swagger_ui_oauth2_redirect_url=None, redirect_slashes=False)
         app.add_middleware(Guard, allowed_hosts=self.allowed_hosts)
         app.add_exception_handler(HTTPException, self.http_error)
         app.add_api_route("/", self.page_route, methods=["GET"], include_in_schema=False)
@@ -154,6 +193,19 @@ class ColorizeServer:
                           openapi_extra={"requestBody": UPLOAD_BODY, "parameters": [SATURATION_PARAMETER]},
                           responses={200: {"content": {"image/png": {}}, "description": "the colourised PNG"}})
         return app
+
+    def limits_text(self):
+        """The limits, for the OpenAPI description (/docs)."""
+        return (f"Limits, so that no client can hold up the others: request headers within "
+                f"{self.header_timeout_s:g} s of connecting or of the previous answer, at most "
+                f"{MAX_HEADER_BYTES // 1024} kB; idle keep-alive connections closed after {IDLE_TIMEOUT_S:g} s; at most "
+                f"{self.max_connections} connections (the oldest idle ones make room); an upload of at most "
+                f"{self.max_upload_bytes / 1e6:g} MB arriving within {self.body_timeout_s:g} s (else 413, 408); a form "
+                f"of at most {MAX_FORM_PARTS} parts (else 400); at most {self.max_pixels / 1e6:g} MP, read from the "
+                f"image header (else 413); image files with more chunks, segments or pages than any real photo get "
+                f"400. Forms and image headers are read by {PARSE_WORKERS} worker threads and photos coloured by one, "
+                f"with {self.queue_size} slots for uploads waiting (else 503); an answer within "
+                f"{self.colorize_timeout_s:g} s (else 503 or 504). /healthz lists the figures.")
 
     async def page_route(self):
         return Response(self.page, media_type="text/html; charset=utf-8",
@@ -170,7 +222,7 @@ class ColorizeServer:
         chunks = []  # this upload's bytes, counted against the memory budget until it is answered
         try:
             contents = await self.receive_upload(request, chunks)
-            contents = self.photo_from(contents, request.headers.get("content-type", ""))
+            contents = await self.parse(contents, request.headers.get("content-type", ""))
             saturation = self.saturation_of(request)
             if (future := self.worker.try_submit(contents, saturation)) is None:
                 raise Refusal(503, BUSY)
@@ -250,6 +302,17 @@ class ColorizeServer:
                 await asyncio.wait_for(discard(4 * self.max_upload_bytes - received), self.body_timeout_s)
         raise refusal
 
+    async def parse(self, contents, content_type):
+        """photo_from in a parse worker: a form of 300,000 fields or a PNG of a million chunks costs
+        milliseconds there before it is refused, and never the event loop's time."""
+        if not self.parse_slots.acquire(blocking=False):
+            raise Refusal(503, BUSY)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.parser, self.photo_from, contents,
+                                                                    content_type)
+        finally:
+            self.parse_slots.release()
+
     def photo_from(self, contents, content_type):
         """The image in an upload, after checking its size from its header."""
         if content_type.lower().startswith("multipart/form-data"):
@@ -305,7 +368,27 @@ class ColorizeServer:
             self.uvicorn.should_exit = True
             self._thread.join(timeout=30)
         self.socket.close()
+        self.parser.shutdown(wait=False, cancel_futures=True)
         self.worker.close()
+
+
+def check_limits(max_upload_mb, max_pixels, queue_size, max_connections):
+    """Refuse limits this machine cannot keep: the bodies held at once (every queue slot full) and one
+    photo being coloured must fit in memory, and every connection needs a file descriptor."""
+    from colorgan import memory
+    bodies = int(queue_size * max_upload_mb * 1_000_000)
+    memory.refuse_over(bodies + max_pixels * memory.COLOUR_BYTES_PER_PIXEL,
+                       f"--queue_size={queue_size} uploads of --max_upload_mb={max_upload_mb:g} and a photo of "
+                       f"--max_pixels={max_pixels}", "lower them")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 64  # the model, the logs and Python's own files
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard == resource.RLIM_INFINITY or hard >= wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        else:
+            raise ColorganError(f"--max_connections={max_connections} needs {wanted} open files, and this process may "
+                                f"have at most {hard} (ulimit -n); pass --max_connections={max(1, hard - 64)} or less")
 
 
 async def disconnected(request):
@@ -335,12 +418,14 @@ def run(fv, args):
         raise ColorganError(f"unexpected argument {args[0]!r}; colorgan serve takes only --flags")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of the log
     from colorgan.inference import load_colorizer
+    check_limits(fv.max_upload_mb, fv.max_pixels, fv.queue_size, fv.max_connections)  # before the model loads
     colorizer = load_colorizer(fv.model)
     colorizer.colorize(np.zeros((8, 8, 1), np.uint8))  # trace now, not on the first request
     log_to_terminal()
     server = ColorizeServer(colorizer, fv.host, fv.port, fv.max_upload_mb, fv.max_pixels, fv.queue_size,
                             fv.body_timeout_s, fv.colorize_timeout_s, fv.allowed_hosts, quiet=fv.quiet,
-                            saturation=fv.saturation)
+                            saturation=fv.saturation, header_timeout_s=fv.header_timeout_s,
+                            max_connections=fv.max_connections)
     if fv.host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {fv.host}, so other machines can reach this server; they must "
               "use a name in --allowed_hosts", file=sys.stderr)

@@ -48,3 +48,20 @@ def vivid_tiny_generator(image_size):
 def read_rgb(path):
     from PIL import Image
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def tiny_film(path, frames=120, width=64, height=48):
+    """An H.264 film of a moving gradient, ``frames`` long at 25 fps (smooth, so it encodes fast)."""
+    import av
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            gray = ((x + 2 * t) * 3 + y) % 256
+            rgb = np.stack([gray, gray // 2 + 60, 255 - gray], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = t
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path

@@ -237,7 +237,7 @@ def test_an_output_folder_that_cannot_be_written_fails_before_the_model_loads(ph
     with pytest.raises(SystemExit) as exit_info:
         colorize("--model", model_file, "--output_dir", unwritable, photos)
     error = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and error.startswith(f"error: cannot write to the output folder {unwritable}")
+    assert exit_info.value.code == 2 and error.startswith(f"error: --output_dir={unwritable}: cannot write in ")
     assert "\n" not in error
 
 

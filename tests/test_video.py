@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from colorgan import color, inference, video
+from colorgan import color, errors, inference, video
 from colorgan.cli import video as video_cli
 from colorgan.video import temporal
 from conftest import vivid_tiny_generator
@@ -288,7 +288,7 @@ def test_sigterm_mid_run_leaves_no_output(model_file, tmp_path, monkeypatch):
     monkeypatch.setattr(video.Writer, "picture", picture_then_terminate)
     assert run_cli(source, "--output", out / "film.mp4", "--model", model_file, "--batch_size=1") == 128 + 15
     assert len(written) == 2 and list(out.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is not video_cli.raise_on_sigterm  # only while the command runs
+    assert signal.getsignal(signal.SIGTERM) is not errors._raise_terminated  # only while the command runs
 
 
 def test_overwriting_the_input_itself(model_file, tmp_path):

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from colorgan.errors import ColorganError
+from colorgan.errors import ColorganError, one_line_errors
 
 COMMANDS = {
     "train": "colorgan.cli.train",
@@ -107,9 +107,10 @@ def run_command(name, argv):
 def run_module(module, argv):
     """Run a command module (``define_flags`` and ``run``) with argv, its program name first.
 
-    A ColorganError (bad flag, missing data, unreadable model) prints one line and exits with status 2.
+    A ColorganError (bad flag, missing data, unreadable model) prints one line and exits with status 2;
+    Ctrl-C and SIGTERM print one line and exit with 130 and 143 (errors.one_line_errors).
     """
-    try:
+    with one_line_errors():
         if any(a in ("-h", "--help", "-help", "--helpshort", "--helpfull") for a in argv[1:]):
             quiet_tensorflow(0)
             fv = flags.FlagValues()
@@ -132,9 +133,6 @@ def run_module(module, argv):
         python_logging.getLogger("tensorflow").setLevel(python_logging.INFO if fv.verbosity >= 2
                                                         else python_logging.WARNING)
         return module.run(fv, args) or 0
-    except ColorganError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
 
 
 def main(argv=None):

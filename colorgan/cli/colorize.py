@@ -20,11 +20,10 @@ import glob
 import json
 import pathlib
 import sys
-import tempfile
 
 from absl import flags
 
-from colorgan import photos
+from colorgan import outputs, photos
 from colorgan.errors import ColorganError
 
 
@@ -38,7 +37,9 @@ def define_flags(fv):
                       "(lossless) or jpg.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace existing outputs (inputs are never replaced: an output that "
                       f"would be one is written beside it as NAME{BESIDE_SUFFIX}.EXT).", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Photos of equal size run through the model together. Memory stays "
+                         "bounded whatever it says: photos wait for company up to 64 MP, and run 8 MP at a time.",
+                         flag_values=fv)
     flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
                        "below 1 duller, 0 gray; the lightness stays the photo's.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
@@ -202,15 +203,12 @@ def _photos(sources):
 def check_writable(output_dir):
     """Fail before the model loads when nothing could be written (a read-only disk, a file in the way),
     rather than after every photo has been coloured."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ColorganError(f"the output folder {output_dir} is a file; pass another --output_dir")
+    outputs.check("--output_dir", output_dir, folder=True)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".colorgan-probe-"):
-            pass
     except OSError as e:
-        raise ColorganError(f"cannot write to the output folder {output_dir} ({e.strerror or e}); pass "
-                            "another --output_dir or make it writable") from None
+        raise ColorganError(f"cannot make the output folder {output_dir} ({e.strerror or e}); pass "
+                            "another --output_dir") from None
 
 
 def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixels=None, written=None):

@@ -35,6 +35,7 @@ def define_flags(fv):
                        "`colorize --saturation` gives it.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Photos per batch.", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where the reports go (default runs/eval/<model name>).", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace the reports of an earlier evaluation in --out_dir.", flag_values=fv)
     flags.DEFINE_integer("grid_images", 8, "Rows of the gray / predicted / real grid.", flag_values=fv)
     flags.DEFINE_integer("extremes", 4, "How many worst and how many best photos (by PSNR) to show.", flag_values=fv)
     flags.DEFINE_bool("fid", True, "Compute FID (needs the Inception weights: python -m colorgan.cli.fid fetch).", flag_values=fv)
@@ -42,16 +43,18 @@ def define_flags(fv):
 
 
 def run(fv, args):
-    from colorgan.evaluation import (evaluate, load_model, make_feature_extractor, model_name_of, plot_extremes,
-                                     plot_grid, read_photos, report_table, write_csv, write_json,
+    from colorgan import outputs
+    from colorgan.evaluation import (REPORTS, check_settings, evaluate, load_model, make_feature_extractor, model_name_of,
+                                     plot_extremes, plot_grid, read_photos, report_table, write_csv, write_json,
                                      write_tensorboard)
     if args:
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
-    if fv.batch_size < 1:
-        raise ColorganError(f"--batch_size must be at least 1, got {fv.batch_size}")
-    model = load_model(fv.model, fv.saturation)
+    check_settings(fv.size, fv.batch_size, fv.grid_images, fv.extremes)
     name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "")
     out_dir = Path(fv.out_dir or os.path.join("runs", "eval", name))
+    # Before the model loads and the photos are scored: an output that cannot be written fails now.
+    outputs.check("--out_dir", out_dir, folder=True, overwrite=fv.overwrite, replaces=REPORTS)
+    model = load_model(fv.model, fv.saturation)
     unreadable = []
     total, photos = read_photos(fv.data, fv.split, unreadable)
     features, fid_skipped = make_feature_extractor(fv.fid)

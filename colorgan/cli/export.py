@@ -51,6 +51,20 @@ def define_flags(fv, formats=FORMATS):
                         flag_values=fv)
     flags.DEFINE_integer("calibration_photos", 100, "Photos for the int8 representative dataset.", flag_values=fv)
     flags.DEFINE_integer("parity_photos", 20, "Validation photos for the parity checks.", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "Replace files (or a SavedModel --version) that are already there, "
+                      "the --model itself included.", flag_values=fv)
+
+
+def planned_outputs(fv):
+    """(flag check arguments) for what --format writes at --output: a file, or files in a folder."""
+    from colorgan import inference
+    if fv.format == "keras":
+        return dict(folder=False)
+    if fv.format == "saved_model":  # a new version folder, unless --version names one (export_saved_model)
+        return dict(folder=True)
+    stems = [f"{fv.name}_{variant}" for variant in fv.variants] if fv.format == "tflite" else [fv.name]
+    suffix = ".tflite" if fv.format == "tflite" else ".onnx"
+    return dict(folder=True, replaces=[stem + end for stem in stems for end in (suffix, inference.METADATA_SUFFIX)])
 
 
 def command_for(image_format):
@@ -64,10 +78,30 @@ def command_for(image_format):
 def run(fv, args):
     if args:
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
-    from colorgan import saving
+    from colorgan import export, memory, outputs, saving
+    output = fv.output or DEFAULT_OUTPUT[fv.format]
+    if fv.format == "keras" and not output.endswith(".keras"):
+        raise ColorganError(f"--output={output}: a Keras model file must end in .keras")
+    if fv.format == "tflite":
+        unknown = sorted(set(fv.variants) - set(export.VARIANTS))
+        if unknown:
+            raise ColorganError(f"unknown --variants {', '.join(unknown)}: use {', '.join(export.VARIANTS)}")
+    # Before the model loads: a path that cannot be written, or a file that would be replaced, fails now.
+    outputs.check("--output", output, overwrite=fv.overwrite, **planned_outputs(fv))
+    version = pathlib.Path(output) / fv.name / str(fv.version)
+    if fv.format == "saved_model" and fv.version is not None and version.exists() and not fv.overwrite:
+        raise ColorganError(f"{version} already exists; pick another --version, or pass --overwrite to replace it")
+    for flag in ("parity_photos", "calibration_photos"):
+        if fv[flag].value < 1:
+            raise ColorganError(f"--{flag} must be at least 1, got {fv[flag].value}")
     generator, image_size = saving.load_generator(fv.model)
     source = fv.model or str(saving.DEFAULT_GENERATOR)
-    output = fv.output or DEFAULT_OUTPUT[fv.format]
+    # The photos' L at the model's size stay in memory for the checks (and the int8 calibration).
+    calibration = fv.calibration_photos if fv.format == "tflite" and "int8" in fv.variants else 0
+    memory.refuse_over((fv.parity_photos + calibration) * image_size ** 2 * 8,
+                       f"--parity_photos={fv.parity_photos}" + (f" and --calibration_photos={calibration}"
+                                                                if calibration else "")
+                       + f" at the model's {image_size} x {image_size}", "use fewer photos")
     writers = {"saved_model": write_saved_model, "tflite": write_tflite, "keras": write_keras, "onnx": write_onnx}
     writers[fv.format](fv, generator, image_size, source, output)
     return 0
@@ -75,7 +109,8 @@ def run(fv, args):
 
 def write_saved_model(fv, generator, image_size, source, output):
     from colorgan import export
-    path = export.export_saved_model(generator, image_size, output, fv.name, fv.version, source=source)
+    path = export.export_saved_model(generator, image_size, output, fv.name, fv.version, source=source,
+                                     overwrite=fv.overwrite)
     print(f"wrote {path} (image size {image_size}; signatures serving_default, colorize_tensor, predict_ab)")
 
 
@@ -92,9 +127,6 @@ def write_keras(fv, generator, image_size, source, output):
 
 def write_tflite(fv, generator, image_size, source, output):
     from colorgan import export, inference
-    unknown = sorted(set(fv.variants) - set(export.VARIANTS))
-    if unknown:
-        raise ColorganError(f"unknown --variants {', '.join(unknown)}: use {', '.join(export.VARIANTS)}")
     reference = inference.KerasColorizer(generator, image_size, source=source)
     parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
     calibration_l = (export.l_batches(fv.data, "train", image_size, fv.calibration_photos)

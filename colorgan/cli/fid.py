@@ -17,9 +17,11 @@ def define_flags(fv):
 
 
 def run(fv, args):
-    from colorgan import inception
+    from colorgan import inception, outputs
     if args not in (["fetch"], ["where"]):
         raise ColorganError(f"expected one of fetch, where; got {' '.join(args) or 'nothing'}")
+    if args == ["fetch"]:
+        outputs.check("--dest", fv.dest or inception.cache_dir(), folder=True)
     path = inception.fetch_weights(fv.dest, quiet=fv.quiet) if args == ["fetch"] else inception.find_weights()
     print(path)
     return 0

@@ -6,18 +6,19 @@
 Reads mp4, mov, avi, mkv, webm, animated gif and whatever else FFmpeg (through PyAV) reads; writes the
 format the output's suffix names (.mp4, .mov, .mkv: H.264; .webm: VP9; .avi: MPEG-4; .gif). Frame
 count, size, timestamps (so the frame rate, variable or not) and the sound are kept; sound that the
-output container cannot hold as it is gets re-encoded. The output appears only when it is complete.
+output container cannot hold as it is gets re-encoded. A film that asks to be shown turned (as phones
+record) comes out upright; its pixel aspect ratio and colour range, matrix, primaries and transfer are
+kept (WebM and GIF get square pixels instead). The output appears only when it is complete.
 --notemporal colours every frame on its own (it flickers). Exit status 0 on success, 2 on any problem,
 which is named on one line.
 """
 import os
-import signal
 import sys
 import time
 
 from absl import flags
 
-from colorgan import video
+from colorgan import memory, video
 from colorgan.errors import ColorganError
 
 
@@ -70,11 +71,6 @@ def default_output(source):
     return f"{root}-colour{suffix}"
 
 
-def raise_on_sigterm(signum, frame):
-    # A plain SIGTERM would end Python without running `finally`, leaving the temporary file behind.
-    raise SystemExit(128 + signum)
-
-
 def run(fv, args):
     """The command: colour one film; returns the exit status (problems raise ColorganError)."""
     from colorgan import inference
@@ -87,17 +83,25 @@ def run(fv, args):
     inference.check_saturation(fv.saturation)
     # Check the film and the output before loading the model, so a bad input fails in a moment.
     video.check_output(target, fv.overwrite, fv.batch_size, fv.crf)
-    video.open_video(source, fv.max_pixels)[0].close()
+    container, stream = video.open_video(source, fv.max_pixels)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    container.close()
+    memory.refuse_over(width * height * memory.COLOUR_BYTES_PER_PIXEL, f"colouring a {width} x {height} frame",
+                       "scale the film down first")
+    batch = video.frames_a_batch(fv.batch_size, width, height)
+    if batch < fv.batch_size:  # frames wait in memory for their batch: it stays bounded, whatever the flag says
+        print(f"note: --batch_size={fv.batch_size} is clamped to {batch} frames of {width} x {height} "
+              f"({batch * width * height / 1e6:.1f} MP, about {memory.size(batch * width * height * memory.COLOUR_BYTES_PER_PIXEL)} "
+              "of memory a batch); the colours do not depend on it", file=sys.stderr, flush=True)
     colorizer = inference.load_colorizer(fv.model, fv.saturation)
     bar = ProgressBar() if fv.progress and sys.stderr.isatty() else None
-    previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     started = time.monotonic()
+    # Ctrl-C and SIGTERM end the command in one line (cli.run_module); the unfinished film is removed.
     try:
         result = video.colorize_video(source, target, colorizer, temporal=fv.temporal,
                                       strength=fv.temporal_strength, batch_size=fv.batch_size, crf=fv.crf,
                                       max_pixels=fv.max_pixels, overwrite=fv.overwrite, on_progress=bar)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if bar:
             bar.close()
     for note in result.notes:

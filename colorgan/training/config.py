@@ -5,7 +5,7 @@ import os
 
 import tensorflow as tf
 
-from colorgan import losses, sources
+from colorgan import losses, memory, outputs, sources
 from colorgan.errors import ColorganError
 
 
@@ -145,6 +145,9 @@ def validate(cfg):
         if path and not (path.endswith(".keras") and os.path.isfile(path)):
             raise ColorganError(f"--{name}={path}: no such .keras file; pass a model saved by colorgan "
                                 "(a run's generator.keras or critic.keras)")
+    outputs.check("--logdir", cfg.logdir, folder=True)  # a file in the way, or /proc: now, not after the build
+    check_checkpoint_list(cfg.logdir)
+    check_memory(cfg)
     sources.parse_sources(cfg.data)
     sources.parse_source_weights(cfg.source_weights)
     if cfg.val_data:
@@ -158,6 +161,35 @@ def validate(cfg):
     if cfg.objective == "wgan-gp" and cfg.critic == "patchgan" and critic_norm == "batch":
         raise ColorganError("WGAN-GP with a batch-norm critic: batch norm couples the examples that the "
                             "gradient penalty treats one by one; add --critic_options=norm=instance (or layer, none)")
+
+
+def check_checkpoint_list(logdir):
+    """The run's list of checkpoints (a text file) must be text, or TF's CheckpointManager fails on it with
+    a traceback; a list that is wrong in other ways is passed over (Trainer.restore reads the files)."""
+    state = os.path.join(logdir, "checkpoints", "checkpoint")
+    try:
+        with open(state, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError:
+        raise ColorganError(f"the checkpoint list {state} is damaged (not text); delete that one file and rerun: "
+                            "the checkpoints beside it are found from their own files") from None
+    except OSError:
+        pass  # none yet (or a folder in its place, which TF reports)
+
+
+def check_memory(cfg):
+    """Refuse a batch or photo size that cannot fit in this machine's memory, with the figure, before
+    anything is built (it would swap for minutes, or sit building the model, and then be killed)."""
+    pixels = cfg.image_size ** 2
+    one = memory.TRAIN_BYTES_PER_PIXEL * pixels
+    largest = int((memory.total() / memory.TRAIN_BYTES_PER_PIXEL) ** 0.5)
+    memory.refuse_over(one, f"--image_size={cfg.image_size}: training on one photo",
+                       f"use an --image_size of at most {largest}")
+    memory.refuse_over(one * cfg.batch_size, f"--batch_size={cfg.batch_size} at --image_size={cfg.image_size}",
+                       f"use a --batch_size of at most {memory.most(one)} (about 1 kB a pixel)")
+    scored = memory.EVALUATE_BYTES_PER_PIXEL * pixels  # the validation batch is coloured and scored at once
+    memory.refuse_over(scored * cfg.val_images, f"--val_images={cfg.val_images} at --image_size={cfg.image_size}",
+                       f"use --val_images of at most {memory.most(scored)}")
 
 
 def cpu_flags():

@@ -156,17 +156,19 @@ class Trainer:
     # Checkpoints
 
     def restore(self):
-        """Resume from the run dir's latest checkpoint, if any. Refuses a checkpoint of another model."""
-        latest = self.manager.latest_checkpoint
-        if not latest:
-            return None
-        try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-            raise ColorganError(
-                f"checkpoint {latest} does not fit this run's models ({str(e).splitlines()[0][:120]}); "
-                "use another --logdir, or the flags that run was started with (its flags.cfg)") from None
-        return latest
+        """Resume from the run dir's newest intact checkpoint, if any: one whose files are cut short,
+        damaged or gone is named and passed over. Refuses a checkpoint of another model."""
+        def restore(prefix):
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+                raise ColorganError(
+                    f"checkpoint {prefix} does not fit this run's models ({str(e).splitlines()[0][:120]}); "
+                    "use another --logdir, or the flags that run was started with (its flags.cfg)") from None
+
+        prefix, damaged = saving.restore_newest_intact(restore, saving.checkpoints_newest_first(self.manager.directory))
+        saving.report_damaged(damaged, prefix, self.manager.directory, "resuming from")
+        return prefix
 
     def save(self):
         try:

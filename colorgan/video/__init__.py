@@ -7,7 +7,11 @@ Coloured frame by frame, a film flickers: a small change in a frame changes the 
 resets at cuts. The full-resolution lightness is the film's own, as for photos.
 
 Timestamps are kept frame by frame, so variable frame rates, GIF delays and the sync with the sound
-survive. Sound is copied when the output container takes its codec and re-encoded otherwise.
+survive. Sound is copied when the output container takes its codec and re-encoded otherwise. What
+changes how a film is shown survives too (`Display`): a display matrix (a phone's "turn by 90
+degrees") is applied to the pixels, a sample aspect ratio is kept (made square for WebM and GIF), and
+the colour matrix, range, primaries and transfer are read as the film declares them and declared
+again (AVI and GIF, which cannot, get what players assume).
 """
 import dataclasses
 import functools
@@ -19,14 +23,18 @@ from fractions import Fraction
 
 import numpy as np
 
+from colorgan import outputs
 from colorgan.errors import ColorganError
 from colorgan.video.temporal import TemporalFilter
 
 
 # --- Frames through the model, in batches ---
 
-# Full-resolution float work takes ~80 bytes a pixel (inference.finish): big batches go in parts.
-BATCH_PIXELS = 8_000_000
+def frames_a_batch(batch_size, width, height):
+    """--batch_size, clamped so that a batch of frames holds at most inference.BATCH_PIXELS pixels: the
+    frames wait in memory until the batch is full, and the colour does not depend on the batch."""
+    from colorgan import inference
+    return max(1, min(batch_size, inference.BATCH_PIXELS // max(width * height, 1)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,6 +61,9 @@ class FramePipeline:
         """Yield (coloured frame, tag) for each (uint8 H x W x 3 frame, tag) of ``frames``, in order."""
         batch, index = [], 0
         for item in frames:
+            if not batch and not index:  # the first frame's size bounds the batch (frames_a_batch)
+                batch_size = frames_a_batch(batch_size, item[0].shape[1], item[0].shape[0]) if item[0].ndim == 3 \
+                    else batch_size
             batch.append(item)
             if len(batch) >= batch_size:
                 yield from self._colour(batch, index)
@@ -63,7 +74,10 @@ class FramePipeline:
         if not batch:
             return
         images = np.stack([frame for frame, _ in batch])
-        step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
+        if images.ndim != 4 or images.shape[-1] != 3 or not images.shape[1] or not images.shape[2]:
+            raise ValueError(f"frames must be uint8 H x W x 3 with H and W of 1 or more, got {images.shape[1:]}")
+        from colorgan import inference
+        step = max(1, inference.BATCH_PIXELS // (images.shape[1] * images.shape[2]))
         for start in range(0, len(images), step):
             l_full, l_model = self._prepare(images[start:start + step])
             ab = np.asarray(self.colorizer.predict_ab(l_model.numpy()), np.float32)
@@ -86,6 +100,8 @@ class OutputFormat:
     codec: str
     keeps_audio: frozenset = None  # audio codecs copied as they are; None: any
     audio_codec: str = None        # what other audio is re-encoded to; None: the format has no sound
+    keeps_aspect: bool = True      # holds a sample aspect ratio (else the pixels are made square)
+    keeps_colour: bool = True      # holds the colour matrix, range, primaries and transfer tags
 
 
 _MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"})
@@ -93,10 +109,12 @@ FORMATS = {
     ".mp4": OutputFormat("mp4", "libx264", _MP4_AUDIO, "aac"),
     ".mov": OutputFormat("mov", "libx264", _MP4_AUDIO | {"pcm_s16le", "pcm_s24le", "pcm_s16be"}, "aac"),
     ".mkv": OutputFormat("matroska", "libx264", None, "aac"),
-    ".webm": OutputFormat("webm", "libvpx-vp9", frozenset({"opus", "vorbis"}), "libopus"),
-    # AVI cannot reorder frames, so no B-frames: MPEG-4 part 2 without them.
-    ".avi": OutputFormat("avi", "mpeg4", frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"}), "libmp3lame"),
-    ".gif": OutputFormat("gif", "gif", frozenset()),
+    # VP9 has no sample aspect ratio, and FFmpeg's WebM muxer writes none for it.
+    ".webm": OutputFormat("webm", "libvpx-vp9", frozenset({"opus", "vorbis"}), "libopus", keeps_aspect=False),
+    # AVI cannot reorder frames, so no B-frames: MPEG-4 part 2 without them. It holds no colour tags.
+    ".avi": OutputFormat("avi", "mpeg4", frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"}), "libmp3lame",
+                         keeps_colour=False),
+    ".gif": OutputFormat("gif", "gif", frozenset(), keeps_aspect=False, keeps_colour=False),
 }
 
 
@@ -154,23 +172,140 @@ def output_clock(form, rate, tick):
     return tick if ticks_a_frame.denominator == 1 else 1 / (rate * math.ceil(ticks_a_frame))
 
 
+# --- How a film is meant to be shown ---
+
+# FFmpeg's colour matrices (AVColorSpace) that its scaler converts with, and what each means to it.
+SPC_BT709, SPC_UNSPECIFIED, SPC_BT470BG, SPC_SMPTE170M, SPC_SMPTE240M, SPC_BT2020_NCL, SPC_BT2020_CL = 1, 2, 5, 6, 7, 9, 10
+_SCALER_MATRIX = {SPC_BT709: 1, 4: 4, SPC_BT470BG: 5, SPC_SMPTE170M: 5, SPC_SMPTE240M: 7, SPC_BT2020_NCL: 9,
+                  SPC_BT2020_CL: 9}
+RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
+
+
+def guessed_matrix(width, height):
+    """The matrix players assume for a film that names none: BT.709 from HD up, BT.601 below."""
+    return SPC_BT709 if width >= 1280 or height > 576 else SPC_SMPTE170M
+
+
+def turn_of(matrix):
+    """The turn that shows a frame as its display matrix (9 int32, 16.16 fixed point) asks, as FFmpeg's
+    own autorotate does: '', 'clock', 'cclock', 'transpose', 'antitranspose', 'hflip', 'vflip' or
+    'rotate180'; None for an angle that is not a multiple of 90 degrees."""
+    a, b, c, d = (matrix[i] / 65536 for i in (0, 1, 3, 4))
+    counterclockwise = -math.degrees(math.atan2(b / (math.hypot(b, d) or 1), a / (math.hypot(a, c) or 1)))
+    theta = -round(counterclockwise)  # clockwise, in [0, 360)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return "transpose" if c > 0 else "clock"
+    if abs(theta - 270) < 1:
+        return "antitranspose" if c < 0 else "cclock"
+    if abs(theta - 180) < 1:
+        return {(True, True): "rotate180", (True, False): "hflip", (False, True): "vflip"}.get((a < 0, d < 0), "")
+    if abs(theta) < 1 or abs(theta - 360) < 1:
+        return "vflip" if d < 0 else ""
+    return None
+
+
+_TURNS = {"": lambda a: a, "clock": lambda a: np.rot90(a, -1), "cclock": lambda a: np.rot90(a, 1),
+          "transpose": lambda a: a.transpose(1, 0, 2), "antitranspose": lambda a: np.rot90(a, -1)[::-1],
+          "hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1], "rotate180": lambda a: a[::-1, ::-1]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Display:
+    """How a film's frames are shown, which colouring must keep: its display matrix (phones record
+    sideways and say "turn by 90 degrees"), its sample aspect ratio (anamorphic film, DV), and the colour
+    matrix, range, primaries and transfer its pixels are in. The turn is applied to the pixels, so the
+    output is upright for every player and format; the aspect ratio is kept where the output format
+    holds one, else applied to the pixels; the colour tags are kept where the format holds them, and
+    the pixels are encoded with the very matrix and range the output says (or players assume)."""
+    coded: tuple            # (width, height) of the decoded frames
+    scaled: tuple           # (width, height) after making the pixels square, where the output needs it
+    turn: str               # see turn_of
+    aspect: Fraction        # the output's sample aspect ratio (after the turn): 1 for square pixels
+    yuv: bool               # the frames are Y'CbCr (else RGB or a palette: no matrix, no range)
+    matrix: int             # AVColorSpace the frames were encoded with (never unspecified: players' guess)
+    range: int              # RANGE_LIMITED or RANGE_FULL
+    primaries: int          # AVColorPrimaries and AVColorTransferCharacteristic, copied as they are
+    transfer: int
+    notes: tuple = ()
+
+    @property
+    def size(self):
+        """(width, height) of the output frames: upright, and square-pixelled where the format needs it."""
+        width, height = self.scaled
+        return (height, width) if self.turn in ("clock", "cclock", "transpose", "antitranspose") else (width, height)
+
+    def rgb(self, frame):
+        """A decoded frame as the uint8 RGB array a player would show (before its aspect ratio)."""
+        width, height = self.scaled
+        options = dict(format="rgb24", width=width, height=height)
+        if self.yuv:
+            options.update(src_colorspace=_SCALER_MATRIX.get(self.matrix, 5), src_color_range=self.range)
+        return np.ascontiguousarray(_TURNS[self.turn](frame.to_ndarray(**options)))
+
+
+def display_of(path, video, form):
+    """The Display of ``video`` (a stream of the open film at ``path``) for output format ``form``: read
+    from the film's first frame (where FFmpeg puts the display matrix), in a second look at the file."""
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[video.index]
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError:
+            first = None  # decode() reports the damage in its own words
+    context, notes = video.codec_context, []
+    width, height = context.width, context.height
+    matrix_data = next((bytes(d) for d in (first.side_data if first is not None else [])
+                        if "DISPLAYMATRIX" in str(d.type)), None)
+    turn = turn_of(np.frombuffer(matrix_data, np.int32)) if matrix_data and len(matrix_data) == 36 else ""
+    if turn is None:
+        notes.append(f"the film asks to be shown turned by {first.rotation:g} degrees counterclockwise, which is "
+                     "not a quarter turn; it is coloured and written as it is stored")
+        turn = ""
+    aspect = video.sample_aspect_ratio or context.sample_aspect_ratio or Fraction(1)
+    aspect = Fraction(aspect) if aspect > 0 else Fraction(1)
+    scaled = (width, height)
+    if aspect != 1 and not form.keeps_aspect:  # square pixels, the size the film is shown at
+        scaled = (round(width * aspect), height) if aspect > 1 else (width, round(height / aspect))
+        aspect = Fraction(1)
+    if turn in ("clock", "cclock", "transpose", "antitranspose"):
+        aspect = 1 / aspect
+    pixel_format = first.format if first is not None else context.format
+    yuv = pixel_format is not None and not pixel_format.is_rgb and not pixel_format.name.startswith(("pal", "gray"))
+    source = first if first is not None else context
+    matrix = source.colorspace if source.colorspace in _SCALER_MATRIX else guessed_matrix(width, height)
+    full = source.color_range == RANGE_FULL or (pixel_format is not None and pixel_format.name.startswith("yuvj"))
+    return Display((width, height), scaled, turn, aspect, yuv, matrix, RANGE_FULL if full else RANGE_LIMITED,
+                   source.color_primaries, source.color_trc, tuple(notes))
+
+
 class Writer:
     """One output film: the coloured video stream, the sound copied or re-encoded, timestamps kept."""
 
-    def __init__(self, path, form, source, audio, crf):
+    def __init__(self, path, form, source, audio, crf, display):
         import av
         self.container = av.open(str(path), "w", format=form.muxer)
-        self.form, self.last_pts, self.notes = form, None, []
+        self.form, self.last_pts, self.notes = form, None, list(display.notes)
         self.rate, self.tick = Fraction(source.average_rate or source.guessed_rate or 25), source.time_base
         self.video = self.container.add_stream(form.codec, rate=self.rate)
-        width, height = self.video.width, self.video.height = source.codec_context.width, source.codec_context.height
-        if source.codec_context.sample_aspect_ratio:  # old films are often anamorphic
-            self.video.codec_context.sample_aspect_ratio = source.codec_context.sample_aspect_ratio
+        width, height = self.video.width, self.video.height = display.size
+        if display.aspect != 1:  # old films are often anamorphic, DV too
+            self.video.codec_context.sample_aspect_ratio = display.aspect
         self.time_base = self.video.time_base = self.video.codec_context.time_base = output_clock(
             form, self.rate, self.tick)
         # 4:2:0 is what players expect, but odd sizes cannot be halved: those keep full chroma.
         even = width % 2 == 0 and height % 2 == 0 or form.codec == "mpeg4"
         self.video.pix_fmt = "pal8" if form.codec == "gif" else "yuv420p" if even else "yuv444p"
+        # The frames are encoded with the matrix and range the output declares; a format that declares
+        # none gets what players assume for its size, in limited range.
+        context = self.video.codec_context
+        if form.keeps_colour:
+            self.matrix, self.range = display.matrix, display.range
+            context.colorspace, context.color_range = display.matrix, display.range
+            context.color_primaries, context.color_trc = display.primaries, display.transfer
+        else:
+            self.matrix, self.range = guessed_matrix(width, height), RANGE_LIMITED
         quantiser = str(int(np.clip(round(crf / 8), 2, 31)))  # MPEG-4 has no CRF: CRF 18 -> 2, 23 -> 3
         self.video.options = {"libx264": {"crf": str(crf), "preset": "medium"},
                               "libvpx-vp9": {"crf": str(crf), "b": "0", "cpu-used": "4", "row-mt": "1"},
@@ -215,7 +350,9 @@ class Writer:
         if self.form.codec == "gif":
             frame = av.VideoFrame.from_ndarray(gif_palette_image(rgb), format="pal8")
         else:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+                format=self.video.pix_fmt, dst_colorspace=_SCALER_MATRIX[self.matrix], dst_color_range=self.range)
+            frame.colorspace, frame.color_range = self.matrix, self.range
         frame.pts = self.last_pts = pts
         self.container.mux(self.video.encode(frame))
 
@@ -244,7 +381,7 @@ class Result:
     notes: list  # what happened to the sound, for the user
 
 
-def decode(container, video, writer, path):
+def decode(container, video, writer, path, display):
     """(RGB frame, time in seconds) for each frame; the sound goes to the writer on the way.
 
     Matroska and WebM cut short still open and decode, only to stop early. So every stream's packets are
@@ -252,7 +389,6 @@ def decode(container, video, writer, path):
     sound counts too: a film whose sound runs past its last frame is whole).
     """
     import av
-    width, height = video.codec_context.width, video.codec_context.height
     count, end, packets = 0, Fraction(0), container.demux()
     while True:
         try:
@@ -270,8 +406,8 @@ def decode(container, video, writer, path):
         for frame in frames:
             count += 1
             time = frame.pts * frame.time_base if frame.pts is not None else None
-            # A stream may change size midway; the output keeps the first frame's size.
-            yield frame.to_ndarray(format="rgb24", width=width, height=height), time
+            # A stream may change size midway; the output keeps the first frame's size (display.rgb).
+            yield display.rgb(frame), time
     if count == 0:
         raise ColorganError(f"{path} has a video track with no frames in it; check that the file is complete")
     declared, start = Fraction(container.duration or 0, 1_000_000), Fraction(container.start_time or 0, 1_000_000)
@@ -284,8 +420,7 @@ def decode(container, video, writer, path):
 def check_output(target, overwrite=False, batch_size=8, crf=20):
     """The OutputFormat for ``target``, once the options are known to suit it."""
     form = output_format(target)
-    if os.path.exists(target) and not overwrite:
-        raise ColorganError(f"{target} already exists; pass --overwrite to replace it")
+    outputs.check("--output", target, overwrite=overwrite)
     top = 63 if form.codec == "libvpx-vp9" else 51
     if batch_size < 1 or not 0 <= crf <= top:
         raise ColorganError(f"--batch_size must be at least 1 and --crf in 0..{top} for {pathlib.Path(target).suffix} "
@@ -318,15 +453,16 @@ def colorize_video(source, target, colorizer, temporal=True, strength=0.8, batch
 
 def transcode(container, video, path, form, pipeline, batch_size, crf, on_progress):
     import av
+    display = display_of(container.name, video, form)
     try:
-        writer = Writer(path, form, video, container.streams.audio, crf)
+        writer = Writer(path, form, video, container.streams.audio, crf, display)
     except (av.FFmpegError, ValueError) as e:
         raise ColorganError(f"cannot write {form.muxer} for {container.name} ({reason(e)}); try .mkv") from None
     # For the progress bar: the frame count the file claims, else its duration times the frame rate.
     total = video.frames or round((container.duration or 0) / 1_000_000 * float(video.average_rate or 0))
     done = 0
     try:
-        for rgb, time in pipeline.run(decode(container, video, writer, container.name), batch_size):
+        for rgb, time in pipeline.run(decode(container, video, writer, container.name, display), batch_size):
             writer.picture(rgb, time)
             done += 1
             if on_progress:
