@@ -156,8 +156,10 @@ def test_the_command_refuses_state_of_another_architecture_in_one_line(tmp_path)
 def test_state_files_are_float16_and_load_in_keras_safe_mode(tmp_path):
     from colorgan.training import train_stages
 
-    cfg = tiny_config(tmp_path / "runs", tmp_path / "state", stages="gan:32:8")
+    cfg = tiny_config(tmp_path / "runs", tmp_path / "state", stages="gan:32:8", checkpoint_every=1, curve_every=6)
     train_stages(cfg)
+    # The learning curve's point: the averaged generator when the run passed 6 photos (at 8).
+    assert sorted(os.listdir(tmp_path / "runs" / "curve")) == ["photos-0000006.keras"]
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert (state["stage"], state["step"], state["photos"]) == (1, 0, 8)
     for name in ("generator.keras", "critic.keras"):

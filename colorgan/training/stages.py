@@ -242,11 +242,12 @@ def train_stages(cfg, on_step=None):
         else:
             init, start = ("", ""), None
         stage_cfg = stage_config(cfg, stages, index, *init)
-        clock = {"hours_written": time.perf_counter()}
+        clock = {"hours_written": time.perf_counter(),
+                 "photos": photos_before(stages, index, cfg.batch_size) + step * cfg.batch_size}
 
         def after_save(trainer, at_step, stopping, index=index):
             photos = photos_before(stages, index, cfg.batch_size) + at_step * cfg.batch_size
-            if cfg.curve_every and photos // cfg.curve_every > clock.setdefault("photos", photos) // cfg.curve_every:
+            if cfg.curve_every and photos // cfg.curve_every > clock["photos"] // cfg.curve_every:
                 save_curve_point(trainer, cfg.logdir, photos // cfg.curve_every * cfg.curve_every)
             clock["photos"] = photos
             due = time.perf_counter() - clock["hours_written"] >= cfg.state_every_hours * 3600
