@@ -1,0 +1,123 @@
+"""Colour hints (issue #37): the JSON and its errors, a*b* at the photo's own L*, the maps the model sees,
+simulated hints for training."""
+import json
+
+import numpy as np
+import pytest
+import skimage.color
+import tensorflow as tf
+
+from colorgan import color, hints
+from colorgan.errors import ColorganError
+
+PHOTO = np.full((40, 60, 3), 118, np.uint8)  # mid-gray, 60 wide and 40 high
+
+
+def lab_of(rgb8):
+    return skimage.color.rgb2lab(np.asarray(rgb8, np.uint8).reshape(1, -1, 3))[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# The hints file and its errors
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"points": [{"x": 1, "y": 2, "color": "#ff0000"}', "is not valid JSON (Expecting ',' delimiter at line 1"),
+    ("", "is not valid JSON (Expecting value at line 1, column 1)"),
+    ('[{"x": 1, "y": 2, "color": "#f00"}]', 'expected an object with a "points" list'),
+    ('{"points": [{"x": 1, "y": 2, "color": "red"}]}', "point 1: 'red' is not a colour; write it as hex sRGB"),
+    ('{"points": [{"x": 1, "y": 2, "color": "#12345"}]}', "'#12345' is not a colour"),
+    ('{"points": [{"x": 1, "y": 2, "color": [300, 0, 0]}]}', "[300, 0, 0] is not a colour"),
+    ('{"points": [{"x": 1, "y": 2}]}', "point 1 has no color"),
+    ('{"points": [{"x": "1", "y": 2, "color": "#fff"}]}', "x must be a number of pixels, got '1'"),
+    ('{"points": [{"x": NaN, "y": 2, "color": "#fff"}]}', "x must be a number of pixels, got nan"),
+    ('{"points": [{"x": 60, "y": 2, "color": "#fff"}]}', "point 1 (x=60, y=2) is outside the 60x40 photo"),
+    ('{"points": [{"x": 3, "y": -0.5, "color": "#fff"}]}', "point 1 (x=3, y=-0.5) is outside the 60x40 photo"),
+    (json.dumps({"points": [{"x": 1, "y": 1, "color": "#fff"}] * 65}), "65 points are too many; a photo takes at most 64"),
+    ('{"points": [], "width": 640, "height": 480}', "were made for a 640x480 photo, not this 60x40 one"),
+    ('{"points": [], "width": 640}', '"width" and "height" are the photo\'s size in pixels'),
+])
+def test_bad_hints_get_one_clear_line(text, message):
+    with pytest.raises(ColorganError) as error:
+        hints.resolve(hints.loads(text, "photo.json"), PHOTO, "photo.json")
+    assert message in str(error.value)
+    assert str(error.value).startswith("photo.json") and "\n" not in str(error.value)
+
+
+def test_the_forms_of_a_hint_all_say_the_same():
+    as_json = hints.resolve(hints.loads('{"points": [{"x": 10, "y": 5, "color": "#B3261E"}], "width": 60, '
+                                        '"height": 40}'), PHOTO)
+    as_dicts = hints.resolve([{"x": 10, "y": 5, "color": "b3261e"}], PHOTO)
+    as_tuples = hints.resolve([(10.9, 5.2, (179, 38, 30))], PHOTO)  # the same pixel
+    np.testing.assert_array_equal(as_json.ab, as_dicts.ab)
+    np.testing.assert_array_equal(as_json.ab, as_tuples.ab)
+    assert hints.parse_color("#abc") == (0xaa, 0xbb, 0xcc) and hints.Point(0, 0, (179, 38, 30)).hex == "#b3261e"
+
+
+def test_a_hint_is_its_colours_ab_at_the_photos_own_lightness():
+    photo = np.zeros((20, 30, 3), np.uint8)
+    photo[:, :15] = 128   # L* 53.6
+    photo[:, 15:] = 40    # L* 16.8: a dark pixel
+    resolved = hints.resolve([(3, 3, "#a05a50"), (20, 3, "#ff0000"), (20, 10, "#ffff00")], photo)
+    muted = lab_of([[0xa0, 0x5a, 0x50]])[0]
+    # A colour that exists at the photo's L* keeps its a*b* (its own lightness does not count).
+    np.testing.assert_allclose(resolved.ab[0], muted[1:], atol=0.01)
+    # One that does not is pulled towards gray at the photo's L* and the same hue, into sRGB.
+    for ab, picked in ((resolved.ab[1], lab_of([[255, 0, 0]])[0]), (resolved.ab[2], lab_of([[255, 255, 0]])[0])):
+        assert np.hypot(*ab) < np.hypot(*picked[1:]) - 1.0
+        assert abs(np.arctan2(ab[1], ab[0]) - np.arctan2(picked[2], picked[1])) < 1e-3
+        linear = color.lab_to_linear(np.array([lab_of([[40, 40, 40]])[0][0], *ab], np.float32)).numpy()
+        assert -1e-3 < linear.min() and linear.max() < 1 + 1e-3  # inside sRGB,
+        assert linear.min() < 0.02 or linear.max() > 0.98        # and at its edge: no more chroma than it must lose
+    # A gray photo (H x W, or H x W x 1) gives the same L* as its RGB form.
+    gray = hints.resolve([(3, 3, "#a05a50")], photo[..., 0])
+    np.testing.assert_allclose(gray.ab, resolved.ab[:1], atol=1e-5)
+
+
+def test_the_maps_put_each_point_in_its_model_pixel():
+    resolved = hints.resolve([(0, 0, "#b3261e"), (59.99, 39.99, "#2f6fb2"), (17.9, 9.9, "#2f6fb2"),
+                              (16.0, 8.5, "#b3261e")], PHOTO)
+    maps = resolved.maps(16)
+    assert maps.shape == (16, 16, 3) and maps.dtype == np.float32
+    # floor(x * 16 / 60), floor(y * 16 / 40): (0, 0), (15, 15), and two points sharing (3, 4).
+    assert sorted(map(tuple, np.argwhere(maps[..., 2]))) == [(0, 0), (3, 4), (15, 15)]
+    assert set(np.unique(maps[..., 2])) == {0.0, 1.0}
+    np.testing.assert_allclose(maps[0, 0, :2], resolved.ab[0] / 110, rtol=1e-6)
+    np.testing.assert_allclose(maps[3, 4, :2], (resolved.ab[2] + resolved.ab[3]) / 220, rtol=1e-6)
+    assert not maps[..., :2][maps[..., 2] == 0].any()
+    assert not hints.resolve([], PHOTO).maps(16).any()
+
+
+def test_evaluation_samples_the_true_colours_with_a_fixed_seed():
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    first, again = hints.sample(rgb, 6, seed=0, name="a.jpg"), hints.sample(rgb, 6, seed=0, name="a.jpg")
+    np.testing.assert_array_equal(first.xy, again.xy)
+    assert not np.array_equal(first.xy, hints.sample(rgb, 6, seed=0, name="b.jpg").xy)
+    lab = skimage.color.rgb2lab(rgb)
+    x, y = first.xy[0].astype(int)
+    patch = lab[max(0, y - 2):y + 3, max(0, x - 2):x + 3, 1:].reshape(-1, 2).mean(0)
+    np.testing.assert_allclose(first.ab[0], patch, atol=0.01)
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulated hints for training
+
+
+def test_simulated_hints_are_none_for_half_the_photos_else_a_geometric_count_of_patch_means():
+    ab = tf.random.stateless_uniform([1000, 16, 16, 2], [0, 1], -0.5, 0.5)
+    maps = hints.simulate(ab, [5, 6])
+    counts = tf.reduce_sum(maps[..., 2], [1, 2]).numpy()
+    assert 0.45 < (counts == 0).mean() < 0.55
+    # 1 + Geometric(1/8) points, a few of which share a pixel at 16 x 16.
+    assert 7.0 < counts[counts > 0].mean() < 8.5 and counts.max() <= hints.MAX_POINTS
+    # Each hint is the mean of the true ab over an odd square (1 to 9) around its pixel.
+    patches = np.stack([tf.nn.avg_pool2d(ab, side, 1, "SAME").numpy() for side in (1, 3, 5, 7, 9)])
+    photo, row, col = np.argwhere(maps[..., 2].numpy())[:200].T
+    values = maps.numpy()[photo, row, col, :2]
+    shared = [np.abs(patches[:, p, r, c] - v).sum(-1).min() for p, r, c, v in zip(photo, row, col, values)]
+    assert np.mean(np.array(shared) < 1e-6) > 0.95  # the rest are two points averaged in one pixel
+    # The same seed, the same hints; another, others. Exactly N each when asked.
+    np.testing.assert_array_equal(maps, hints.simulate(ab, [5, 6]))
+    assert not np.array_equal(maps, hints.simulate(ab, [5, 7]))
+    ten = tf.reduce_sum(hints.simulate(ab[:50], [1, 1], count=10)[..., 2], [1, 2]).numpy()
+    assert ten.max() == 10 and ten.min() >= 8
