@@ -1,5 +1,5 @@
 """Colour hints (issue #37): the JSON and its errors, a*b* at the photo's own L*, the maps the model sees,
-simulated hints for training."""
+simulated hints for training, and the hint branch that starts at zero."""
 import json
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import skimage.color
 import tensorflow as tf
 
-from colorgan import color, hints
+from colorgan import color, hints, models, saving
 from colorgan.errors import ColorganError
 
 PHOTO = np.full((40, 60, 3), 118, np.uint8)  # mid-gray, 60 wide and 40 high
@@ -121,3 +121,57 @@ def test_simulated_hints_are_none_for_half_the_photos_else_a_geometric_count_of_
     assert not np.array_equal(maps, hints.simulate(ab, [5, 7]))
     ten = tf.reduce_sum(hints.simulate(ab[:50], [1, 1], count=10)[..., 2], [1, 2]).numpy()
     assert ten.max() == 10 and ten.min() >= 8
+
+
+# --------------------------------------------------------------------------------------------------
+# The hint branch
+
+
+def random_hint_maps(batch, size, seed=0):
+    rng = np.random.default_rng(seed)
+    maps = np.zeros((batch, size, size, 3), np.float32)
+    mask = rng.random((batch, size, size)) < 0.05
+    maps[mask] = np.concatenate([rng.uniform(-0.6, 0.6, (mask.sum(), 2)), np.ones((mask.sum(), 1))], -1)
+    return maps
+
+
+def randomise_hint_branch(generator, seed=1):
+    """Every hint_* weight random, as if trained."""
+    rng = np.random.default_rng(seed)
+    for layer in generator.layers:
+        if layer.name.startswith("hint_"):
+            layer.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("name,options", [("unet", dict(base_filters=8, depth=5)),
+                                          ("resunet", dict(width=8, depth=4, blocks=1)),
+                                          ("unet", dict(base_filters=8, depth=5, head="classes"))])
+def test_a_hint_model_starts_as_the_model_without_hints_and_without_hints_stays_it(tmp_path, name, options):
+    base = models.build_generator(name, 32, **options)
+    base.set_weights([w + np.random.default_rng(2).normal(0, 0.05, w.shape).astype(np.float32)
+                      for w in base.get_weights()])
+    saving.save_generator(base, tmp_path / "base.keras")
+    hinted = models.build_generator(name, 32, hints=True, **options)
+    assert [t.name for t in hinted.inputs] == ["L", "hints"]
+    saving.copy_weights(str(tmp_path / "base.keras"), hinted)  # --init_from
+    l = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    maps = random_hint_maps(2, 32)
+    expected = base(l).numpy()
+    np.testing.assert_array_equal(hinted([l, maps]).numpy(), expected)  # the branch starts at zero
+    randomise_hint_branch(hinted)
+    assert np.abs(hinted([l, maps]).numpy() - expected).max() > 0.01  # a trained branch uses the hints
+    np.testing.assert_array_equal(hinted([l, np.zeros_like(maps)]).numpy(), expected)  # and adds 0 without
+
+
+def test_a_model_with_context_and_hints_starts_from_one_with_context(tmp_path):
+    """The long run's generator has the scene context; its hint run starts from it."""
+    options = dict(encoder_weights="none", decoder_filters=(16, 8, 8, 8, 8))
+    base = models.build_generator("backbone:efficientnet_lite0", 32, context=True, **options)
+    saving.save_generator(base, tmp_path / "context.keras")
+    both = models.build_generator("backbone:efficientnet_lite0", 32, context=True, hints=True, **options)
+    saving.copy_weights(str(tmp_path / "context.keras"), both)
+    l = np.random.default_rng(4).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(both([l, random_hint_maps(1, 32)]).numpy(), base(l).numpy())
+    with pytest.raises(ColorganError, match="does not fit this run's"):
+        saving.copy_weights(str(tmp_path / "context.keras"), models.build_generator(
+            "backbone:efficientnet_lite0", 32, hints=True, encoder_weights="none", decoder_filters=(16, 16, 8, 8, 8)))
