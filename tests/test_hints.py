@@ -1,10 +1,11 @@
 """Colour hints (issue #37): the JSON and its errors, a*b* at the photo's own L*, the maps the model sees,
-simulated hints for training, and the hint branch that starts at zero."""
+simulated hints for training, the hint branch that starts at zero, and training it."""
 import json
 
 import numpy as np
 import pytest
 import skimage.color
+import skimage.data
 import tensorflow as tf
 
 from colorgan import color, hints, models, saving
@@ -22,8 +23,8 @@ def lab_of(rgb8):
 
 
 @pytest.mark.parametrize("text,message", [
-    ('{"points": [{"x": 1, "y": 2, "color": "#ff0000"}', "is not valid JSON (Expecting ',' delimiter at line 1"),
-    ("", "is not valid JSON (Expecting value at line 1, column 1)"),
+    ('{"points": [{"x": 1, "y": 2, "color": "#ff0000"}', "not valid JSON (Expecting ',' delimiter at line 1"),
+    ("", "not valid JSON (Expecting value at line 1, column 1)"),
     ('[{"x": 1, "y": 2, "color": "#f00"}]', 'expected an object with a "points" list'),
     ('{"points": [{"x": 1, "y": 2, "color": "red"}]}', "point 1: 'red' is not a colour; write it as hex sRGB"),
     ('{"points": [{"x": 1, "y": 2, "color": "#12345"}]}', "'#12345' is not a colour"),
@@ -34,7 +35,7 @@ def lab_of(rgb8):
     ('{"points": [{"x": 60, "y": 2, "color": "#fff"}]}', "point 1 (x=60, y=2) is outside the 60x40 photo"),
     ('{"points": [{"x": 3, "y": -0.5, "color": "#fff"}]}', "point 1 (x=3, y=-0.5) is outside the 60x40 photo"),
     (json.dumps({"points": [{"x": 1, "y": 1, "color": "#fff"}] * 65}), "65 points are too many; a photo takes at most 64"),
-    ('{"points": [], "width": 640, "height": 480}', "were made for a 640x480 photo, not this 60x40 one"),
+    ('{"points": [], "width": 640, "height": 480}', "made for a 640x480 photo, not this 60x40 one"),
     ('{"points": [], "width": 640}', '"width" and "height" are the photo\'s size in pixels'),
 ])
 def test_bad_hints_get_one_clear_line(text, message):
@@ -175,3 +176,25 @@ def test_a_model_with_context_and_hints_starts_from_one_with_context(tmp_path):
     with pytest.raises(ColorganError, match="does not fit this run's"):
         saving.copy_weights(str(tmp_path / "context.keras"), models.build_generator(
             "backbone:efficientnet_lite0", 32, hints=True, encoder_weights="none", decoder_filters=(16, 16, 8, 8, 8)))
+
+
+def test_training_the_hint_branch_alone_leaves_every_other_weight_as_it_was(tmp_path):
+    from colorgan import training
+    from test_training import tiny_config
+    base = models.build_generator("unet", 64, base_filters=8, depth=6)
+    saving.save_generator(base, tmp_path / "base.keras")
+    cfg = tiny_config(tmp_path / "run", generator_options="base_filters=8,depth=6,hints=true",
+                      init_from=str(tmp_path / "base.keras"), train_hints_only=True, pretrain_steps=3,
+                      train_steps=0, eval_every=3, hint_none_share=0.0, lr_generator=1e-2, export=True)
+    result = training.train(cfg)
+    assert np.isfinite(result["val/psnr_hints"]) and np.isfinite(result["val/psnr"])
+    trained = saving.load_generator(result["generator"])[0]
+    moved = {layer.name for layer in trained.layers if any(
+        np.abs(w).max() > 0 for w in layer.get_weights()) and layer.name.startswith("hint_") and "_out" in layer.name}
+    assert moved  # the zero-started ends of the branch learned something
+    for layer in trained.layers:
+        if not layer.name.startswith("hint_") and layer.get_weights():
+            for mine, theirs in zip(layer.get_weights(), base.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ColorganError, match="has none: add hints=true"):
+        training.Trainer(tiny_config(tmp_path / "plain", train_hints_only=True))
