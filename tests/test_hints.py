@@ -198,3 +198,89 @@ def test_training_the_hint_branch_alone_leaves_every_other_weight_as_it_was(tmp_
                 np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(ColorganError, match="has none: add hints=true"):
         training.Trainer(tiny_config(tmp_path / "plain", train_hints_only=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Colouring with hints: the known answer, every saved form, the command line, evaluation, the API
+
+
+def gradient_photo(width=120, height=90):
+    """A gray ramp, left dark to right light: every column its own L*."""
+    return np.tile(np.linspace(60, 200, width).astype(np.uint8), (height, 1))
+
+
+def test_a_hint_pulls_its_neighbourhood_toward_its_colour():
+    """On a model built for it: the known answer at the model's size, then at the photo's."""
+    from conftest import hint_model_built_for_it
+    from colorgan import inference
+    vivid = inference.load_colorizer(hint_model_built_for_it(32, gain=2.0, gray=False))
+    l = np.random.default_rng(5).uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32)
+    maps = np.zeros((1, 32, 32, 3), np.float32)
+    maps[0, 10, 20] = (0.5, -0.4, 1.0)
+    before, after = vivid.predict_ab(l), vivid.predict_ab(l, maps)
+    near = np.zeros((32, 32), bool)
+    near[9:12, 19:22] = True
+    np.testing.assert_allclose(after[0][near], np.tanh(np.arctanh(before[0][near]) + 2.0 * maps[0, 10, 20, :2]),
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(after[0][~near], before[0][~near])
+
+    # A photo: the colour at the click becomes the hint's, the rest of the photo stays as it was.
+    colorizer = inference.load_colorizer(hint_model_built_for_it(32))
+    photo = gradient_photo()
+    plain = colorizer.colorize(photo)
+    assert (plain == plain[..., :1]).all()  # gray without hints
+    hinted = colorizer.colorize(photo, hints=[{"x": 70, "y": 40, "color": "#1565c0"}])
+    wanted = hints.resolve([(70, 40, "#1565c0")], photo).ab[0]
+    got = skimage.color.rgb2lab(hinted[40:41, 70:71])[0, 0, 1:]
+    assert np.dot(got, wanted) / np.linalg.norm(got) / np.linalg.norm(wanted) > 0.99  # its hue
+    assert 0.75 * np.linalg.norm(wanted) < np.linalg.norm(got) <= np.linalg.norm(wanted) + 1  # nearly its chroma
+    changed = np.argwhere(np.abs(hinted.astype(int) - plain).max(-1) > 0)
+    # A model pixel is 3.75 x 2.8 photo pixels: the 3 x 3 around it, and the bilinear resize one further.
+    assert np.abs(changed - (40, 70)).max(0).tolist() <= [8, 10]
+    np.testing.assert_allclose(skimage.color.rgb2lab(hinted)[..., 0], skimage.color.rgb2lab(plain)[..., 0], atol=0.7)
+    with pytest.raises(ColorganError, match="takes no colour hints"):
+        inference.load_colorizer(models.build_generator("unet", 32, base_filters=8, depth=5)).colorize(
+            photo, hints=[(70, 40, "#1565c0")])
+
+
+def test_the_same_hints_give_the_same_colours_in_every_saved_form(tmp_path):
+    """Keras, the SavedModel (predict_ab and colorize_with_hints), ONNX and TFLite, each within its tolerance."""
+    from conftest import hint_model_built_for_it
+    from colorgan import export, inference, onnx_export
+    generator = hint_model_built_for_it(32, gray=False)
+    randomise_hint_branch(generator)  # every branch, at every stride, in use
+    photo = np.asarray(skimage.data.astronaut()[:150, :200])
+    given = [{"x": 20, "y": 30, "color": "#c62828"}, {"x": 150.5, "y": 100, "color": "#2e7d32"},
+             {"x": 99, "y": 12, "color": "#f9d71c"}]
+    keras_model = inference.load_colorizer(generator)
+    reference = keras_model.colorize(photo, hints=given)
+    assert np.abs(reference.astype(int) - keras_model.colorize(photo)).max() > 20  # the hints matter
+
+    saved = export.export_saved_model(generator, 32, tmp_path / "serving")
+    onnx_path = onnx_export.write_onnx(onnx_export.convert_onnx(generator, 32), tmp_path / "g.onnx", 32)
+    calibration = export.l_batches("samples", "train", 32, 6, with_hints=True)
+    forms = {"saved_model": (str(saved), 1), "onnx": (str(onnx_path), 1)}
+    for variant, tolerance in (("float32", 1), ("int8", None)):
+        path = tmp_path / f"g_{variant}.tflite"
+        export.write_tflite(export.convert_tflite(generator, 32, variant, calibration), path, 32, variant)
+        forms[f"tflite {variant}"] = (str(path), tolerance)
+    for form, (path, tolerance) in forms.items():
+        colorizer = inference.load_colorizer(path)
+        assert colorizer.takes_hints, form
+        output = colorizer.colorize(photo, hints=given)
+        if tolerance is None:  # int8: quantised weights, activations and hint maps
+            mse = np.mean((output.astype(float) - reference) ** 2)
+            assert 10 * np.log10(255 ** 2 / mse) > 30, form
+        else:
+            assert np.abs(output.astype(int) - reference).max() <= tolerance, form
+
+    # The SavedModel's own signature, JPEG bytes and hints in, as TF Serving runs it.
+    signature = tf.saved_model.load(str(saved)).signatures["colorize_with_hints"]
+    points = np.array([[[p["x"], p["y"]] for p in given] + [[-1, -1]]], np.float32)  # one row of padding
+    colours = np.array([[hints.parse_color(p["color"]) for p in given] + [(0, 0, 0)]], np.uint8)
+    answer = signature(images=tf.constant([tf.io.encode_png(photo).numpy()]), hint_points=tf.constant(points),
+                       hint_colors=tf.constant(colours))["images_bytes"][0]
+    assert np.abs(tf.io.decode_png(answer).numpy().astype(int) - reference).max() <= 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="every hint point must lie in its photo"):
+        signature(images=tf.constant([tf.io.encode_png(photo).numpy()]),
+                  hint_points=tf.constant([[[200.0, 10.0]]]), hint_colors=tf.constant([[[255, 0, 0]]], tf.uint8))
