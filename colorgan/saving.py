@@ -335,8 +335,10 @@ class WeightAverage:
     def update(self):
         import tensorflow as tf
 
+        # m * average + (1 - m) * weight, written so that a weight that does not move keeps its average exactly
+        # (a frozen layer, --train_hints_only), which the two products' rounding would not.
         for average, weight in self.pairs():
-            average.assign(self.momentum * average + (1.0 - self.momentum) * tf.cast(weight.value, average.dtype))
+            average.assign_add((1.0 - self.momentum) * (tf.cast(weight.value, average.dtype) - average))
 
     def copy_to_model(self):
         for average, weight in self.pairs():

@@ -185,10 +185,10 @@ def test_training_the_hint_branch_alone_leaves_every_other_weight_as_it_was(tmp_
     saving.save_generator(base, tmp_path / "base.keras")
     cfg = tiny_config(tmp_path / "run", generator_options="base_filters=8,depth=6,hints=true",
                       init_from=str(tmp_path / "base.keras"), train_hints_only=True, pretrain_steps=3,
-                      train_steps=0, eval_every=3, hint_none_share=0.0, lr_generator=1e-2, export=True)
+                      train_steps=0, eval_every=3, hint_none_share=0.0, lr_generator=1e-2, ema=0.9, export=True)
     result = training.train(cfg)
     assert np.isfinite(result["val/psnr_hints"]) and np.isfinite(result["val/psnr"])
-    trained = saving.load_generator(result["generator"])[0]
+    trained = saving.load_generator(result["generator"])[0]  # the weight averages
     moved = {layer.name for layer in trained.layers if any(
         np.abs(w).max() > 0 for w in layer.get_weights()) and layer.name.startswith("hint_") and "_out" in layer.name}
     assert moved  # the zero-started ends of the branch learned something
