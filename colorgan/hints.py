@@ -126,10 +126,10 @@ def loads(text, name="hints"):
     try:
         document = json.loads(text, parse_constant=lambda constant: float("nan"))
     except json.JSONDecodeError as e:
-        raise ColorganError(f"{name} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+        raise ColorganError(f"{name}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
                             f"write it as {EXAMPLE}") from None
     except (UnicodeDecodeError, RecursionError):
-        raise ColorganError(f"{name} is not valid JSON text; write it as {EXAMPLE}") from None
+        raise ColorganError(f"{name}: not valid JSON text; write it as {EXAMPLE}") from None
     if not isinstance(document, dict):
         raise ColorganError(f"{name}: expected an object with a \"points\" list, like {EXAMPLE}")
     size = size_of(document, name)
@@ -217,12 +217,12 @@ def resolve(hints, image, name="hints"):
     height, width = np.shape(image)[:2]
     if isinstance(hints, Hints):
         if (hints.width, hints.height) != (width, height):
-            raise ColorganError(f"{name} were resolved for a {hints.width}x{hints.height} photo, not this "
+            raise ColorganError(f"{name}: resolved for a {hints.width}x{hints.height} photo, not this "
                                 f"{width}x{height} one")
         return hints
     size = size_of(hints, name)
     if size is not None and tuple(size) != (width, height):
-        raise ColorganError(f"{name} were made for a {size[0]}x{size[1]} photo, not this {width}x{height} one; "
+        raise ColorganError(f"{name}: made for a {size[0]}x{size[1]} photo, not this {width}x{height} one; "
                             "make them on this photo (the web page's Download hints) or leave width and height out")
     points = parse_points(hints, name)
     check_inside(points, width, height, name)

@@ -284,3 +284,120 @@ def test_the_same_hints_give_the_same_colours_in_every_saved_form(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="every hint point must lie in its photo"):
         signature(images=tf.constant([tf.io.encode_png(photo).numpy()]),
                   hint_points=tf.constant([[[200.0, 10.0]]]), hint_colors=tf.constant([[[255, 0, 0]]], tf.uint8))
+
+
+@pytest.fixture(scope="module")
+def hint_model_file(tmp_path_factory):
+    from conftest import hint_model_built_for_it
+    path = tmp_path_factory.mktemp("model") / "hints.keras"
+    saving.save_generator(hint_model_built_for_it(32), path)
+    return path
+
+
+def run_cli(command, *args):
+    """(exit status, stdout, stderr) of `colorgan COMMAND ARGS`, in this process."""
+    import contextlib
+    import io
+
+    from colorgan import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main(["colorgan", command, *args])
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("hints_text,message", [
+    ('{"points": [{"x": 5, "y": 5, "color": "#ff0000"}', "hints.json: not valid JSON"),
+    ('{"points": [{"x": 120, "y": 5, "color": "#ff0000"}]}', "point 1 (x=120, y=5) is outside the 120x90 photo"),
+    ('{"points": [{"x": 5, "y": 5, "color": "crimson"}]}', "'crimson' is not a colour"),
+    (json.dumps({"points": [{"x": 5, "y": 5, "color": "#f00"}] * 70}), "70 points are too many"),
+    (None, "takes no colour hints"),
+    ("two photos", "gives the colour hints of one photo, and the inputs hold 2"),
+])
+def test_colorize_refuses_bad_hints_in_one_line_and_writes_nothing(tmp_path, hint_model_file, hints_text, message):
+    from PIL import Image
+    Image.fromarray(gradient_photo()).save(tmp_path / "photo.png")
+    hint_file, model = tmp_path / "hints.json", hint_model_file
+    inputs = [str(tmp_path / "photo.png")]
+    hint_file.write_text(hints_text if hints_text not in (None, "two photos") else '{"points": []}')
+    if hints_text is None:
+        model = tmp_path / "plain.keras"
+        saving.save_generator(models.build_generator("unet", 32, base_filters=8, depth=5), model)
+    if hints_text == "two photos":
+        inputs.append(inputs[0])
+        Image.fromarray(gradient_photo()).save(tmp_path / "other.png")
+        inputs[1] = str(tmp_path / "other.png")
+    status, _, err = run_cli("colorize", *inputs, f"--model={model}", f"--hints={hint_file}",
+                             f"--output_dir={tmp_path / 'out'}", "--noprogress")
+    assert status == 2, err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_colorize_with_a_hints_file_colours_the_place_it_names(tmp_path, hint_model_file):
+    from PIL import Image
+    Image.fromarray(gradient_photo()).save(tmp_path / "photo.png")
+    (tmp_path / "hints.json").write_text(json.dumps(
+        {"points": [{"x": 30, "y": 60, "color": "#c62828"}], "width": 120, "height": 90}))
+    status, out, err = run_cli("colorize", str(tmp_path / "photo.png"), f"--model={hint_model_file}",
+                               f"--hints={tmp_path / 'hints.json'}", f"--output_dir={tmp_path / 'out'}", "--noprogress")
+    assert status == 0, err
+    assert "done 1, skipped 0, failed 0" in out
+    rgb = np.asarray(Image.open(tmp_path / "out" / "photo.png"))
+    red, green, blue = rgb[60, 30].astype(int)
+    assert red > green + 30 and red > blue + 30  # the hint's red, there
+    assert (rgb[10, 100] == rgb[10, 100, 0]).all()  # gray far from it
+
+
+def test_evaluate_gives_n_hints_of_the_real_colours_with_a_fixed_seed(tmp_path, hint_model_file):
+    scores = {}
+    for count in (0, 8, 8):
+        out_dir = tmp_path / f"hints{count}-{len(scores)}"
+        status, out, err = run_cli("evaluate", f"--model={hint_model_file}", "--data=samples", "--max_images=3",
+                                   "--size=64", "--nofid", f"--hints={count}", f"--out_dir={out_dir}")
+        assert status == 0, err
+        report = json.loads((out_dir / "metrics.json").read_text())
+        scores[len(scores)] = report["model"]["psnr"]
+        assert (report["protocol"]["hints"] or {}).get("per_photo", 0) == count
+    assert scores[1] > scores[0] + 0.2  # the real colours at 8 places lift a gray model's PSNR
+    assert scores[1] == scores[2]       # the same draws every time
+    status, _, err = run_cli("evaluate", "--model=gray", "--data=samples", "--max_images=2", "--nofid", "--hints=5",
+                             f"--out_dir={tmp_path / 'gray'}")
+    assert status == 2 and "not a baseline" in err and err.count("\n") == 1
+    status, _, err = run_cli("evaluate", f"--model={hint_model_file}", "--data=samples", "--nofid", "--hints=65",
+                             f"--out_dir={tmp_path / 'many'}")
+    assert status == 2 and "--hints must be from 0 to 64" in err
+
+
+def test_the_web_api_takes_hints_in_the_query_or_a_form_field(hint_model_file):
+    import io
+    import urllib.parse
+
+    from PIL import Image
+
+    from colorgan import inference, serve
+    from test_serve import form, png_bytes, request
+    server = serve.ColorizeServer(inference.load_colorizer(str(hint_model_file)), port=0, quiet=True)
+    server.serve_in_background()
+    try:
+        photo = png_bytes(np.repeat(gradient_photo()[..., None], 3, -1))
+        document = json.dumps({"points": [{"x": 30, "y": 60, "color": "#c62828"}]})
+        status, _, body = request(server.url + "healthz")
+        assert json.loads(body)["hints"] is True and json.loads(body)["max_hints"] == hints.MAX_POINTS
+        status, _, body = request(server.url + "api/colorize?hints=" + urllib.parse.quote(document), photo)
+        assert status == 200
+        by_query = np.asarray(Image.open(io.BytesIO(body)))
+        assert by_query[60, 30, 0] > by_query[60, 30, 1] + 30 and (by_query[10, 100] == by_query[10, 100, 0]).all()
+        status, _, body = request(server.url + "api/colorize", *form([("file", "p.png", photo),
+                                                                     ("hints", "h.json", document.encode())]))
+        assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(body))), by_query)
+        for bad, message in (('{"points": [', "hints: not valid JSON"),
+                             ('{"points": [{"x": 500, "y": 1, "color": "#fff"}]}', "outside the 120x90 photo"),
+                             ('{"points": [{"x": 5, "y": 1, "color": "teal"}]}', "'teal' is not a colour")):
+            status, _, body = request(server.url + "api/colorize?hints=" + urllib.parse.quote(bad), photo)
+            assert status == 400 and message in json.loads(body)["error"], body
+    finally:
+        server.close()

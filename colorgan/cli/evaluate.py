@@ -7,6 +7,7 @@
     colorgan evaluate --model=exported/colorgan.onnx --data=samples  # an ONNX file, via ONNX Runtime
     colorgan evaluate --model=gray --data=folder:../shared/data/val   # the baseline alone
     colorgan evaluate --model=identity --data=samples                 # the real colours: a sanity check
+    colorgan evaluate --model=runs/hints_photos --hints=10 --data=folder:../shared/data/val  # 10 colour hints a photo
 
 Every model is run exactly as `colorize` runs it (colorgan.inference). The protocol and every metric are
 in colorgan/evaluation.py and colorgan/metrics.py.
@@ -33,6 +34,11 @@ def define_flags(fv):
     flags.DEFINE_integer("max_images", 0, "Score at most this many photos (0: all).", flag_values=fv)
     flags.DEFINE_float("saturation", 1.0, "Score the model with its colour (a*, b*) multiplied by this, as "
                        "`colorize --saturation` gives it.", flag_values=fv)
+    flags.DEFINE_integer("hints", 0, "For a model trained with colour hints: give each photo this many hints of "
+                         "its real colours (places and patches drawn with --hint_seed), as Zhang et al. score theirs.",
+                         flag_values=fv)
+    flags.DEFINE_integer("hint_seed", 0, "Seed of the --hints draws (each photo's also depends on its name).",
+                         flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Photos per batch.", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where the reports go (default runs/eval/<model name>).", flag_values=fv)
     flags.DEFINE_integer("grid_images", 8, "Rows of the gray / predicted / real grid.", flag_values=fv)
@@ -42,7 +48,8 @@ def define_flags(fv):
 
 
 def run(fv, args):
-    from colorgan.evaluation import (evaluate, load_model, make_feature_extractor, model_name_of, plot_extremes,
+    from colorgan.evaluation import (check_hints, evaluate, load_model, make_feature_extractor, model_name_of,
+                                     plot_extremes,
                                      plot_grid, read_photos, report_table, write_csv, write_json,
                                      write_tensorboard)
     if args:
@@ -50,7 +57,9 @@ def run(fv, args):
     if fv.batch_size < 1:
         raise ColorganError(f"--batch_size must be at least 1, got {fv.batch_size}")
     model = load_model(fv.model, fv.saturation)
-    name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "")
+    check_hints(model, fv.hints)
+    name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "") + \
+        (f"-hints{fv.hints}" if fv.hints else "")
     out_dir = Path(fv.out_dir or os.path.join("runs", "eval", name))
     unreadable = []
     total, photos = read_photos(fv.data, fv.split, unreadable)
@@ -59,7 +68,8 @@ def run(fv, args):
     evaluation = evaluate(model, photos, size=fv.size, resize=fv.resize, batch_size=fv.batch_size,
                           total=total, features=features, fid_skipped=fid_skipped,
                           grid_images=fv.grid_images, extremes=fv.extremes,
-                          max_images=fv.max_images, unreadable=unreadable)
+                          max_images=fv.max_images, unreadable=unreadable, hint_count=fv.hints,
+                          hint_seed=fv.hint_seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(evaluation, out_dir / "metrics.json",
