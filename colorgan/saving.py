@@ -15,6 +15,7 @@ import tempfile
 import keras
 from absl import logging
 
+from colorgan import hints
 from colorgan.errors import ColorganError
 from colorgan.models import build_generator
 from colorgan.photos import current_umask
@@ -139,7 +140,7 @@ def load_generator(path=None):
     path = str(path)
     if path.endswith(".keras"):
         model = load_keras_file(path)
-        return model, int(model.input_shape[1])
+        return model, input_size(model)
 
     if os.path.isdir(path):
         run_dir = path if os.path.isfile(os.path.join(path, RUN_CONFIG)) else os.path.dirname(path.rstrip("/"))
@@ -316,50 +317,80 @@ def _check_regular_file(path):
         raise ColorganError(f"model file {path} is not a regular file (a FIFO, a device or a dangling link)")
 
 
+def input_size(model):
+    """The side S of the square L a generator takes (its first input, (None, S, S, 1))."""
+    return int(model.inputs[0].shape[1])
+
+
 def _check_colorizer_shapes(model, path):
-    """A colorizer maps L (None, S, S, 1) to ab (None, S, S, 2); anything else would fail much later."""
+    """A colorizer maps L (None, S, S, 1), and with hints their maps (None, S, S, 3), to ab (None, S, S, 2);
+    anything else would fail much later."""
     inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
     shapes = [tuple(t.shape) for t in inputs], [tuple(t.shape) for t in outputs]
-    if len(inputs) == 1 and len(outputs) == 1:
-        (l_shape,), (ab_shape,) = shapes
+    if len(inputs) in (1, 2) and len(outputs) == 1:
+        (l_shape, *hint_shape), (ab_shape,) = shapes
         size = l_shape[1] if len(l_shape) == 4 else None
-        if size and l_shape == (None, size, size, 1) and ab_shape == (None, size, size, 2):
+        if size and l_shape == (None, size, size, 1) and ab_shape == (None, size, size, 2) and \
+                hint_shape in ([], [(None, size, size, hints.CHANNELS)]):
             return
     described = " and ".join(", ".join(str(s) for s in side) or "none" for side in shapes)
     raise ColorganError(f"model file {path} is not a colorizer: its inputs and outputs are {described}, "
-                        "where a colorgan generator takes L as (None, S, S, 1) and gives ab as (None, S, S, 2)")
+                        "where a colorgan generator takes L as (None, S, S, 1) (and with hints their maps as "
+                        "(None, S, S, 3)) and gives ab as (None, S, S, 2)")
+
+
+# Parts a generator may have that the model it starts from lacks, by the prefix of their layers' names: the scene
+# context (backbone.global_context) and the colour hints' branch (models/hint_branch.py). Each starts at zero, so
+# the new model computes what the old one did.
+OPTIONAL_PARTS = {"context_": "the scene context", "hint_": "the colour hints' branch"}
+
+
+def _is_optional(layer):
+    return layer.name.startswith(tuple(OPTIONAL_PARTS))
 
 
 def _output_layer_weights(model):
-    """The weights of the last layer that has any: the colour head of a generator."""
-    return next(layer.weights for layer in reversed(model.layers) if layer.weights)
+    """The weights of the last layer that has any, optional parts aside: the colour head of a generator."""
+    return next(layer.weights for layer in reversed(model.layers) if layer.weights and not _is_optional(layer))
 
 
 def copy_weights(path, model):
     """Start ``model`` from the weights of the saved model at ``path`` (--init_from): the same
     architecture, at any image size, since a convolutional net's weights do not depend on it.
 
-    A generator whose colour head differs (tanh regression in the file, Zhang's classes in the run, or
-    the reverse) takes every weight but the head's, which starts fresh.
+    A model with parts the file's lacks (OPTIONAL_PARTS: the scene context, the hints' branch, or both)
+    takes every other weight from it; those parts start as built, at zero. A generator whose colour head
+    differs (tanh regression in the file, Zhang's classes in the run, or the reverse) takes every weight
+    but the head's, which starts fresh.
     """
+    import itertools
+
     source = load_keras_file(path, colorizer=False)  # a critic too; the weight shapes are checked below
     theirs, ours = source.weights, model.weights
     shapes = lambda weights: [tuple(w.shape) for w in weights]
-    # A model with the scene context (backbone.global_context) starts from one without it: the context
-    # starts as it was built (at zero, with the ImageNet classifier), the rest from the file.
-    context = {id(w) for layer in model.layers if layer.name.startswith("context_") for w in layer.weights}
-    if context and shapes(theirs) == shapes([w for w in ours if id(w) not in context]):
-        logging.info("--init_from %s: every weight but the scene context's, which is new to this run", path)
-        ours = [w for w in ours if id(w) not in context]
-    if shapes(theirs) != shapes(ours):
-        their_head, our_head = len(_output_layer_weights(source)), len(_output_layer_weights(model))
-        if shapes(theirs[:-their_head]) != shapes(ours[:-our_head]):
-            raise ColorganError(f"{path} holds a {source.name} ({len(theirs)} weights), which does not fit this "
-                                f"run's {model.name} ({len(ours)} weights): pass a model of the same "
-                                "architecture and options")
-        logging.info("--init_from %s: every weight but the colour head's, which is new to this run", path)
-        theirs, ours = theirs[:-their_head], ours[:-our_head]
-    for mine, saved in zip(ours, theirs):
+    parts = {prefix: {id(w) for layer in model.layers if layer.name.startswith(prefix) for w in layer.weights}
+             for prefix in OPTIONAL_PARTS}
+    parts = {prefix: ids for prefix, ids in parts.items() if ids}
+    head = {id(w) for w in _output_layer_weights(model)}
+    their_head = len(_output_layer_weights(source))
+    # The fewest new parts that make the file fit, first as they are, then with a new colour head.
+    for new_head, count in itertools.product((False, True), range(len(parts) + 1)):
+        for new in itertools.combinations(parts, count):
+            left_out = set().union(*(parts[prefix] for prefix in new), head if new_head else ())
+            kept = [w for w in ours if id(w) not in left_out]
+            if shapes(theirs[:-their_head] if new_head else theirs) == shapes(kept):
+                break
+        else:
+            continue
+        break
+    else:
+        raise ColorganError(f"{path} holds a {source.name} ({len(theirs)} weights), which does not fit this "
+                            f"run's {model.name} ({len(ours)} weights): pass a model of the same "
+                            "architecture and options")
+    fresh = [OPTIONAL_PARTS[prefix] for prefix in new] + (["the colour head"] if new_head else [])
+    if fresh:
+        logging.info("--init_from %s: every weight but those of %s, new to this run", path, " and ".join(fresh))
+    for mine, saved in zip(kept, theirs[:-their_head] if new_head else theirs):
         mine.assign(saved.value)
 
 
@@ -387,8 +418,10 @@ class WeightAverage:
     def update(self):
         import tensorflow as tf
 
+        # m * average + (1 - m) * weight, written so that a weight that does not move keeps its average exactly
+        # (a frozen layer, --train_hints_only), which the two products' rounding would not.
         for average, weight in self.pairs():
-            average.assign(self.momentum * average + (1.0 - self.momentum) * tf.cast(weight.value, average.dtype))
+            average.assign_add((1.0 - self.momentum) * (tf.cast(weight.value, average.dtype) - average))
 
     def copy_to_model(self):
         for average, weight in self.pairs():

@@ -5,12 +5,15 @@
     curl --data-binary @cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
     curl -F file=@cat.jpg http://127.0.0.1:8000/api/colorize -o cat-colour.png
     curl --data-binary @cat.jpg 'http://127.0.0.1:8000/api/colorize?saturation=1.25' -o livelier.png
+    curl -F file=@cat.jpg -F hints=@hints.json http://127.0.0.1:8000/api/colorize -o hinted.png
     colorgan serve --helpfull                       # every flag
 
 Routes (exact paths only; nothing in a request is ever used as a file path):
     GET  /               the page (one self-contained HTML file, no external scripts, fonts or CDNs)
     POST /api/colorize   image bytes as the body, or a form with a `file` field -> PNG of the same size;
-                         `?saturation=S` scales this photo's colour (default: --saturation)
+                         `?saturation=S` scales this photo's colour (default: --saturation); colour hints
+                         for a model trained with them, as the JSON of colorgan/hints.py, in `?hints=` or
+                         a form field `hints` (a bad hint: 400 naming it)
     GET  /healthz        JSON status
     GET  /docs           OpenAPI docs (Swagger UI; its scripts come from a CDN, unlike the page's)
 Every error is JSON {"error": "..."}. The colours are the model's, the lightness is the photo's own,
@@ -83,7 +86,14 @@ PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-i
 UPLOAD_BODY = {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}
+                                       "properties": {"file": {"type": "string", "format": "binary"},
+                                                      "hints": {"type": "string", "description": "colour hints, "
+                                                                "as the hints JSON (colorgan/hints.py)"}}}}}}
+HINTS_PARAMETER = {"name": "hints", "in": "query", "required": False,
+                   "description": "colour hints (a model trained with them): JSON {\"points\": [{\"x\": X, \"y\": Y, "
+                                  "\"color\": \"#rrggbb\"}, ...]}, points in the photo's pixels; or a form field",
+                   "schema": {"type": "string"}}
+MAX_HINTS_BYTES = 100_000  # 64 points take a few kB
 SATURATION_PARAMETER = {"name": "saturation", "in": "query", "required": False,
                         "description": "colour strength: the model's a*b* times this (1: as trained, 0: gray; "
                                        "default: the server's --saturation)",
@@ -159,6 +169,10 @@ class ColorizeServer:
         self.uvicorn = uvicorn.Server(config)
 
     @property
+    def takes_hints(self):
+        return getattr(self.colorizer, "takes_hints", False)
+
+    @property
     def server_address(self):
         return self.socket.getsockname()[:2]
 
@@ -168,7 +182,9 @@ class ColorizeServer:
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     async def health(self):
+        from colorgan import hints
         return {"status": "ok", "model": self.colorizer.kind, "image_size": self.colorizer.image_size,
+                "hints": self.takes_hints, "max_hints": hints.MAX_POINTS,
                 "saturation": self.saturation, "max_saturation": MAX_SATURATION,
                 "max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "queued": self.worker.pending,
                 "limits": self.limits()}
@@ -190,7 +206,8 @@ class ColorizeServer:
         app.add_api_route("/healthz", self.health, methods=["GET"], summary="Status and limits")
         app.add_api_route("/api/colorize", self.colorize, methods=["POST"], response_class=Response,
                           summary="Colourise a photo",
-                          openapi_extra={"requestBody": UPLOAD_BODY, "parameters": [SATURATION_PARAMETER]},
+                          openapi_extra={"requestBody": UPLOAD_BODY,
+                                         "parameters": [SATURATION_PARAMETER, HINTS_PARAMETER]},
                           responses={200: {"content": {"image/png": {}}, "description": "the colourised PNG"}})
         return app
 
@@ -222,9 +239,11 @@ class ColorizeServer:
         chunks = []  # this upload's bytes, counted against the memory budget until it is answered
         try:
             contents = await self.receive_upload(request, chunks)
-            contents = await self.parse(contents, request.headers.get("content-type", ""))
+            fields = {}
+            contents = await self.parse(contents, request.headers.get("content-type", ""), fields)
             saturation = self.saturation_of(request)
-            if (future := self.worker.try_submit(contents, saturation)) is None:
+            hints = self.hints_of(request, fields)
+            if (future := self.worker.try_submit(contents, saturation, hints)) is None:
                 raise Refusal(503, BUSY)
             return Response(await self.wait_for(request, future), media_type="image/png")
         except Refusal as refusal:
@@ -240,6 +259,21 @@ class ColorizeServer:
             return error_response(500, f"colorizing failed ({type(e).__name__}); see the server log")
         finally:
             self.buffered -= sum(map(len, chunks))
+
+    def hints_of(self, request, fields):
+        """The request's colour hints (?hints= or the form field `hints`), checked; None without any."""
+        from colorgan import hints
+        text = fields.get("hints", request.query_params.get("hints"))
+        if text is None or not text.strip():
+            return None
+        if len(text) > MAX_HINTS_BYTES:
+            raise Refusal(400, f"the hints are over {MAX_HINTS_BYTES // 1000} kB; a photo takes at most "
+                               f"{hints.MAX_POINTS} points")
+        document = hints.loads(text, "hints")  # malformed: a ColorganError, answered 400
+        if document["points"] and not self.takes_hints:
+            raise Refusal(400, "this server's model takes no colour hints; serve one trained with them "
+                               "(colorgan serve --model=...)")
+        return document
 
     def saturation_of(self, request):
         """The request's ?saturation=, else the server's."""
@@ -302,21 +336,22 @@ class ColorizeServer:
                 await asyncio.wait_for(discard(4 * self.max_upload_bytes - received), self.body_timeout_s)
         raise refusal
 
-    async def parse(self, contents, content_type):
+    async def parse(self, contents, content_type, fields):
         """photo_from in a parse worker: a form of 300,000 fields or a PNG of a million chunks costs
         milliseconds there before it is refused, and never the event loop's time."""
         if not self.parse_slots.acquire(blocking=False):
             raise Refusal(503, BUSY)
         try:
             return await asyncio.get_running_loop().run_in_executor(self.parser, self.photo_from, contents,
-                                                                    content_type)
+                                                                    content_type, fields)
         finally:
             self.parse_slots.release()
 
-    def photo_from(self, contents, content_type):
-        """The image in an upload, after checking its size from its header."""
+    def photo_from(self, contents, content_type, fields=None):
+        """The image in an upload, after checking its size from its header; a form's other fields go to
+        ``fields``."""
         if content_type.lower().startswith("multipart/form-data"):
-            contents = form_file(content_type, contents)
+            contents = form_file(content_type, contents, fields)
         try:
             width, height = image_size_of(contents)
         except ColorganError as e:

@@ -25,7 +25,9 @@ def test_config_parses_and_validates(path, tmp_path, monkeypatch):
     train_command.define_flags(fv)
     fv(["train.py", f"--flagfile={path}"])
     cfg = train_command.config_from(fv)
-    if cfg.init_from:  # a recipe that continues a model names a file the user fetches (the recipe says how)
+    if cfg.init_from and os.path.isfile(os.path.join(REPO, cfg.init_from)):
+        monkeypatch.chdir(REPO)  # a recipe that continues the shipped model, from a checkout
+    elif cfg.init_from:  # one that continues another model names a file the user fetches (the recipe says how)
         monkeypatch.chdir(tmp_path)
         (tmp_path / cfg.init_from).write_bytes(b"")
         assert "git show" in open(path).read()
@@ -36,7 +38,7 @@ def test_config_parses_and_validates(path, tmp_path, monkeypatch):
 def test_expected_recipes_ship():
     names = {os.path.basename(p) for p in CONFIGS}
     assert {"quickstart.cfg", "pix2pix_coco.cfg", "resunet_wgangp_coco.cfg", "pretrained_coco.cfg",
-            "shared_photos.cfg", "vivid_photos.cfg"} <= names
+            "shared_photos.cfg", "vivid_photos.cfg", "hints_photos.cfg"} <= names
 
 
 def test_seeds_baseline_settings():

@@ -186,7 +186,8 @@ def test_openapi_docs(server):
     upload = json.loads(body)["paths"]["/api/colorize"]["post"]
     assert status == 200 and {"multipart/form-data", "application/octet-stream"} <= set(
         upload["requestBody"]["content"])
-    assert [p["name"] for p in upload["parameters"]] == ["saturation"]
+    assert [p["name"] for p in upload["parameters"]] == ["saturation", "hints"]
+    assert set(upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {"file", "hints"}
 
 
 @pytest.mark.parametrize("name", ["coffee.png", "camera.png"])  # a colour photo and a real B&W one

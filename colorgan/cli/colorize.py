@@ -2,6 +2,7 @@
 
     colorize photos/ more/*.jpg one.png --output_dir colorized    # the colorizer shipped with colorgan
     colorize --model runs/quickstart photos/                      # a model of your own
+    colorize --model runs/hints_photos photo.jpg --hints=hints.json   # with colour hints (one photo)
 
 Inputs are image files, folders (searched recursively; the output tree mirrors the folder) or globs
 (quoted, so that `**` works; the tree below the glob's fixed part is mirrored). The model is a
@@ -14,6 +15,12 @@ output is replaced only with --overwrite. A file that cannot be read, or has mor
 reported and skipped. The exit status is 0 when every photo found was coloured or already had its output,
 1 if any file failed, 2 on a usage error found before any work: no photos at all, or an output folder
 that cannot be written.
+
+--hints=FILE gives colour hints for one photo to a model trained with them: a JSON file
+{"points": [{"x": 412, "y": 230, "color": "#b3261e"}, ...]}, the points in the photo's pixel coordinates
+(from its top-left corner, after EXIF orientation) and the colours hex sRGB, each taken as its a*b* at the
+photo's own L* (colorgan/hints.py; the web page downloads such files). A malformed file, a point outside
+the photo, a colour that is not one, more than 64 points, or a model without hints is a usage error (2).
 """
 import dataclasses
 import glob
@@ -43,6 +50,9 @@ def define_flags(fv):
     flags.DEFINE_float("saturation", 1.0, "Multiply the predicted colour (a*, b*) by this: above 1 livelier, "
                        "below 1 duller, 0 gray; the lightness stays the photo's.", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+    flags.DEFINE_string("hints", None, "A JSON file of colour hints for the one photo coloured, for a model trained "
+                        "with them: {\"points\": [{\"x\": X, \"y\": Y, \"color\": \"#rrggbb\"}, ...]} in the "
+                        "photo's pixel coordinates.", flag_values=fv)
     flags.DEFINE_integer("max_pixels", 100_000_000, "Refuse photos with more pixels than this, read from the file "
                          "header before decoding (0: no limit but PIL's own, 179 MP).", flag_values=fv)
 
@@ -211,9 +221,10 @@ def check_writable(output_dir):
                             "another --output_dir") from None
 
 
-def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixels=None, written=None):
+def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixels=None, written=None, hints=None):
     """Read, colourise in batches of equal-size photos, and write; counts results in `summary` and lists
-    what it wrote in `written` (an OutputsList).
+    what it wrote in `written` (an OutputsList). ``hints``: (name, document) of the colour hints of the one
+    job; hints that do not fit its photo raise a ColorganError before anything is written.
 
     Decoding the next photo and encoding the last one's output run in threads beside the model (PIL lets
     go of the GIL there), one of each at a time, so memory holds at most a photo ahead and one behind.
@@ -224,11 +235,12 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
     import keras
     import numpy as np
 
+    from colorgan import hints as colour_hints
     from colorgan import inference
 
     # The bar redraws one line; in a log file (no terminal) it would only add noise.
     bar = keras.utils.Progbar(len(jobs), unit_name="photo") if progress and jobs and sys.stdout.isatty() else None
-    pending = {}  # (H, W, C) -> [(job, photo)]
+    pending = {}  # (H, W, C) -> [(job, photo, its hints or None)]
     reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-read")
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="colorize-write")
     last_write = None
@@ -263,11 +275,13 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
 
     def finish(group):
         nonlocal last_write
+        given = [h for _, _, h in group]
         try:
-            outputs = colorizer.colorize_batch(np.stack([photo.pixels for _, photo in group]))
+            outputs = colorizer.colorize_batch(np.stack([photo.pixels for _, photo, _ in group]),
+                                               hints=given if any(h is not None for h in given) else None)
         except Exception as e:  # a model failure is reported per photo; the run goes on
             outputs = [e] * len(group)
-        for (job, photo), rgb in zip(group, outputs):
+        for (job, photo, _), rgb in zip(group, outputs):
             if isinstance(rgb, Exception):
                 fail(job, rgb)
                 continue
@@ -285,11 +299,12 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
                 continue
             for note in photo.notes:
                 report("note", job.source, note)
+            resolved = colour_hints.resolve(hints[1], photo.pixels, hints[0]) if hints else None
             if photo.pixels[..., 0].size > inference.LARGE_PHOTO_PIXELS:  # alone, in strips: no company
-                finish([(job, photo)])
+                finish([(job, photo, resolved)])
                 continue
             group = pending.setdefault(photo.pixels.shape, [])
-            group.append((job, photo))
+            group.append((job, photo, resolved))
             if len(group) == batch_size:
                 finish(pending.pop(photo.pixels.shape))
             elif sum(len(g) * g[0][1].pixels[..., 0].size for g in pending.values()) > PENDING_PIXELS:
@@ -305,8 +320,10 @@ def colorize_files(colorizer, jobs, batch_size, summary, progress=True, max_pixe
 
 
 def colorize(args, model=None, output_dir="colorized", image_format="same", overwrite=False, batch_size=8,
-             progress=True, max_pixels=100_000_000, saturation=1.0):
-    """The whole command, callable from Python; returns the Summary."""
+             progress=True, max_pixels=100_000_000, saturation=1.0, hints=None):
+    """The whole command, callable from Python; returns the Summary. ``hints``: a hints JSON file for the one
+    photo coloured."""
+    from colorgan import hints as colour_hints
     from colorgan import inference
 
     if not args:
@@ -316,6 +333,7 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
     if max_pixels < 0:
         raise ColorganError(f"--max_pixels must be 0 (no limit) or more, got {max_pixels}")
     inference.check_saturation(saturation)
+    hint_document = colour_hints.load(hints) if hints else None  # a malformed file fails before any work
     output_dir = pathlib.Path(output_dir)
     summary, outputs = Summary(), OutputsList(output_dir)
     inputs, problems, ours = find_inputs(args, output_dir, outputs)
@@ -326,6 +344,9 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
     for arg, reason in problems:
         summary.failed += 1
         report("failed", arg, reason)
+    if hints and len(inputs) + len(problems) != 1:
+        raise ColorganError(f"--hints={hints} gives the colour hints of one photo, and the inputs hold "
+                            f"{len(inputs) + len(problems)}; colour that photo alone with them")
     jobs = plan_jobs(inputs, output_dir, image_format, overwrite, summary)
     if ours and not jobs:  # so that "done 0" over a folder of outputs says why
         print(f"left out {ours} files that colorize wrote earlier (listed in {outputs.path})",
@@ -333,7 +354,11 @@ def colorize(args, model=None, output_dir="colorized", image_format="same", over
     if jobs:
         check_writable(output_dir)
         colorizer = inference.load_colorizer(model, saturation)
-        colorize_files(colorizer, jobs, batch_size, summary, progress, max_pixels or None, outputs)
+        if hints and not colorizer.takes_hints:
+            raise ColorganError(f"--hints: the model {colorizer.source} takes no colour hints; pass one trained "
+                                "with them (colorgan train --config=hints_photos), or drop --hints")
+        colorize_files(colorizer, jobs, batch_size, summary, progress, max_pixels or None, outputs,
+                       (hints, hint_document) if hints else None)
     print(summary.line(), flush=True)
     return summary
 
@@ -342,5 +367,5 @@ def run(fv, args):
     """The command: exit status 0 when every photo was coloured or already had its output, 1 when any
     failed (2, raised as a ColorganError, when there was nothing to do)."""
     summary = colorize(args, fv.model, fv.output_dir, fv.format, fv.overwrite, fv.batch_size, fv.progress,
-                       fv.max_pixels, fv.saturation)
+                       fv.max_pixels, fv.saturation, fv.hints)
     return 1 if summary.failed else 0

@@ -7,6 +7,7 @@
     colorgan evaluate --model=exported/colorgan.onnx --data=samples  # an ONNX file, via ONNX Runtime
     colorgan evaluate --model=gray --data=folder:../shared/data/val   # the baseline alone
     colorgan evaluate --model=identity --data=samples                 # the real colours: a sanity check
+    colorgan evaluate --model=runs/hints_photos --hints=10 --data=folder:../shared/data/val  # 10 colour hints a photo
 
 Every model is run exactly as `colorize` runs it (colorgan.inference). The protocol and every metric are
 in colorgan/evaluation.py and colorgan/metrics.py.
@@ -33,6 +34,11 @@ def define_flags(fv):
     flags.DEFINE_integer("max_images", 0, "Score at most this many photos (0: all).", flag_values=fv)
     flags.DEFINE_float("saturation", 1.0, "Score the model with its colour (a*, b*) multiplied by this, as "
                        "`colorize --saturation` gives it.", flag_values=fv)
+    flags.DEFINE_integer("hints", 0, "For a model trained with colour hints: give each photo this many hints of "
+                         "its real colours (places and patches drawn with --hint_seed), as Zhang et al. score theirs.",
+                         flag_values=fv)
+    flags.DEFINE_integer("hint_seed", 0, "Seed of the --hints draws (each photo's also depends on its name).",
+                         flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Photos per batch.", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where the reports go (default runs/eval/<model name>).", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace the reports of an earlier evaluation in --out_dir.", flag_values=fv)
@@ -44,17 +50,19 @@ def define_flags(fv):
 
 def run(fv, args):
     from colorgan import outputs
-    from colorgan.evaluation import (REPORTS, check_settings, evaluate, load_model, make_feature_extractor, model_name_of,
-                                     plot_extremes, plot_grid, read_photos, report_table, write_csv, write_json,
-                                     write_tensorboard)
+    from colorgan.evaluation import (REPORTS, check_hints, check_settings, evaluate, load_model, make_feature_extractor,
+                                     model_name_of, plot_extremes, plot_grid, read_photos, report_table, write_csv,
+                                     write_json, write_tensorboard)
     if args:
         raise ColorganError(f"unexpected arguments {args}: pass everything as --flags")
     check_settings(fv.size, fv.batch_size, fv.grid_images, fv.extremes)
-    name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "")
+    name = model_name_of(fv.model) + (f"-saturation{fv.saturation:g}" if fv.saturation != 1.0 else "") + \
+        (f"-hints{fv.hints}" if fv.hints else "")
     out_dir = Path(fv.out_dir or os.path.join("runs", "eval", name))
     # Before the model loads and the photos are scored: an output that cannot be written fails now.
     outputs.check("--out_dir", out_dir, folder=True, overwrite=fv.overwrite, replaces=REPORTS)
     model = load_model(fv.model, fv.saturation)
+    check_hints(model, fv.hints)
     unreadable = []
     total, photos = read_photos(fv.data, fv.split, unreadable)
     features, fid_skipped = make_feature_extractor(fv.fid)
@@ -62,7 +70,8 @@ def run(fv, args):
     evaluation = evaluate(model, photos, size=fv.size, resize=fv.resize, batch_size=fv.batch_size,
                           total=total, features=features, fid_skipped=fid_skipped,
                           grid_images=fv.grid_images, extremes=fv.extremes,
-                          max_images=fv.max_images, unreadable=unreadable)
+                          max_images=fv.max_images, unreadable=unreadable, hint_count=fv.hints,
+                          hint_seed=fv.hint_seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(evaluation, out_dir / "metrics.json",

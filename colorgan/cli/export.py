@@ -12,9 +12,13 @@ that ships with colorgan. SavedModel signatures:
                     (the _bytes suffix makes TF Serving's REST API return them base64-encoded)
   colorize_tensor   image: uint8 [H, W, 3 or 1]                     -> image: uint8 [H, W, 3]
   predict_ab        l: float32 [batch, S, S, 1] (L/50 - 1)          -> ab: float32 [batch, S, S, 2] (ab/110)
+                    (a model with colour hints: also hints: float32 [batch, S, S, 3], their maps)
+  colorize_with_hints  (a model with colour hints) images, hint_points: float32 [batch, K, 2] (x, y in each photo's
+                    pixels; negative: padding), hint_colors: uint8 [batch, K, 3] (sRGB) -> images_bytes
 Check it with `saved_model_cli show --all --dir OUT/NAME/VERSION`. TFLite files hold only the L -> ab
 generator (batch 1) with a metadata JSON beside each; the .onnx file holds it with a free batch
-("l" [N, S, S, 1] -> "ab" [N, S, S, 2], see colorgan/onnx_export.py). Every TFLite variant, the .onnx and
+("l" [N, S, S, 1] -> "ab" [N, S, S, 2], see colorgan/onnx_export.py); a model with colour hints takes their
+maps as a second input, "hints" [N, S, S, 3]. For such a model the checks run half the photos with 10 hints. Every TFLite variant, the .onnx and
 the .keras file are run on real validation photos and compared with the source model (max and mean |ab|
 in Lab units, PSNR of the colours).
 """
@@ -109,16 +113,26 @@ def run(fv, args):
 
 def write_saved_model(fv, generator, image_size, source, output):
     from colorgan import export
+    from colorgan.models import hint_branch
     path = export.export_saved_model(generator, image_size, output, fv.name, fv.version, source=source,
                                      overwrite=fv.overwrite)
-    print(f"wrote {path} (image size {image_size}; signatures serving_default, colorize_tensor, predict_ab)")
+    extra = ", colorize_with_hints" if hint_branch.takes_hints(generator) else ""
+    print(f"wrote {path} (image size {image_size}; signatures serving_default, colorize_saturated, colorize_tensor, "
+          f"predict_ab{extra})")
+
+
+def check_inputs(fv, generator, image_size, split, count):
+    """Photos for the checks (L, with simulated hints for a model that takes them)."""
+    from colorgan import export
+    from colorgan.models import hint_branch
+    return export.l_batches(fv.data, split, image_size, count, with_hints=hint_branch.takes_hints(generator))
 
 
 def write_keras(fv, generator, image_size, source, output):
     from colorgan import export, inference, saving
     path = saving.save_generator(generator, output, fv.weights_dtype)
     written = inference.load_colorizer(str(path))
-    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
+    parity_l = check_inputs(fv, generator, image_size, "val", fv.parity_photos)
     check = export.parity(inference.KerasColorizer(generator, image_size), written, parity_l)
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, {fv.weights_dtype} weights; against the source "
           f"on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.3f}, mean |ab| {check['mean_ab_diff']:.4f}, "
@@ -128,8 +142,8 @@ def write_keras(fv, generator, image_size, source, output):
 def write_tflite(fv, generator, image_size, source, output):
     from colorgan import export, inference
     reference = inference.KerasColorizer(generator, image_size, source=source)
-    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
-    calibration_l = (export.l_batches(fv.data, "train", image_size, fv.calibration_photos)
+    parity_l = check_inputs(fv, generator, image_size, "val", fv.parity_photos)
+    calibration_l = (check_inputs(fv, generator, image_size, "train", fv.calibration_photos)
                      if "int8" in fv.variants else None)
     keras_seconds = export.seconds_per_photo(reference, parity_l[0])
     print(f"{'variant':<13} {'size MB':>8} {'ms/photo':>9} {'x keras':>8} {'max |ab|':>9} {'mean |ab|':>10} "
@@ -152,9 +166,10 @@ def write_onnx(fv, generator, image_size, source, output):
     model = onnx_export.convert_onnx(generator, image_size)
     path = pathlib.Path(output) / f"{fv.name}.onnx"
     candidate = inference.ONNXColorizer(path, model_content=model.SerializeToString())
-    parity_l = export.l_batches(fv.data, "val", image_size, fv.parity_photos)
+    parity_l = check_inputs(fv, generator, image_size, "val", fv.parity_photos)
     check = export.parity(inference.KerasColorizer(generator, image_size), candidate, parity_l)
     onnx_export.write_onnx(model, path, image_size, source=source, parity=check)
-    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, opset {onnx_export.OPSET}, input l [N, {image_size}, "
-          f"{image_size}, 1] -> ab; against the source on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.5f}, "
+    inputs = f"l [N, {image_size}, {image_size}, 1]" + (
+        f" and hints [N, {image_size}, {image_size}, 3]" if candidate.takes_hints else "")
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, opset {onnx_export.OPSET}, input {inputs} -> ab; against the source on {len(parity_l)} photos: max |ab| {check['max_ab_diff']:.5f}, "
           f"mean |ab| {check['mean_ab_diff']:.6f} (Lab units), PSNR {check['psnr_db']:.1f} dB")

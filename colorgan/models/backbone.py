@@ -7,7 +7,7 @@ from keras import layers
 
 from colorgan import color
 from colorgan.errors import ColorganError
-from colorgan.models import efficientnet_lite
+from colorgan.models import efficientnet_lite, hint_branch
 from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
 # keras.applications constructor (for the Lite encoders: their variant), its preprocess_input, and the
@@ -107,14 +107,17 @@ def global_context(x, classifier_weights=None, width=256):
 
 
 def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="imagenet",
-                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False, head="tanh", context=False):
+                  decoder_filters=(256, 128, 64, 32, 16), freeze_encoder=False, head="tanh", context=False,
+                  hints=False):
     """U-Net decoder on a keras.applications encoder, skips from its stride-2..16 stages.
 
     The encoder expects an RGB photo: the model turns L into the gray sRGB image of the same lightness
     (a = b = 0), then applies the network's own ``preprocess_input``. The full-resolution L joins the
     last decoder stage, so fine edges come from the input itself. ``head``: tanh (regression of ab) or
     classes (blocks.class_head). ``context``: fuse the whole scene's features into the bottleneck
-    (global_context; EfficientNet-Lite encoders, whose ImageNet classifier is on disk).
+    (global_context; EfficientNet-Lite encoders, whose ImageNet classifier is on disk). ``hints``: a second
+    input of colour hints (colorgan/hints.py), added to every decoder stage and to the head through a side
+    branch that starts at zero (hint_branch), so that the encoder and today's weights carry over.
     """
     check_head(head)
     if backbone not in BACKBONES:
@@ -131,6 +134,7 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
     encoder.trainable = not freeze_encoder
 
     inputs = keras.Input((image_size, image_size, 1), name="L")
+    hint_maps = hint_branch.hint_input(image_size) if hints else None
     *skips, x = encoder(GrayToEncoderRGB(module, name="gray_rgb")(inputs))
     if context:
         imagenet = encoder_weights == "imagenet"
@@ -138,20 +142,23 @@ def backbone_unet(backbone, image_size=256, out_channels=2, encoder_weights="ima
     for skip, f in zip(reversed(skips), decoder_filters):
         x = layers.UpSampling2D(2, interpolation="bilinear")(x)
         x = layers.Concatenate()([x, skip])
+        x = hint_branch.inject(x, hint_maps, f"stride{image_size // x.shape[1]}")
         for _ in range(2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer=conv_init())(x)
             x = norm_layer("batch")(x)
             x = layers.ReLU()(x)
     x = layers.UpSampling2D(2, interpolation="bilinear")(x)
     x = layers.Concatenate()([x, inputs])
+    x = hint_branch.inject(x, hint_maps, "stride1")
     x = layers.Conv2D(decoder_filters[-1], 3, padding="same", kernel_initializer=conv_init())(x)
     x = layers.ReLU()(x)
     if head == "classes":
-        outputs = class_head(x)
+        outputs = class_head(x, hints=hint_maps)
     else:
         x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init())(x)
+        x = hint_branch.into_head(x, hint_maps)
         outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
-    return keras.Model(inputs, outputs, name=f"backbone_{backbone}")
+    return keras.Model(inputs if hint_maps is None else [inputs, hint_maps], outputs, name=f"backbone_{backbone}")
 
 
 PERCEPTUAL_STRIDES = (2, 4, 8, 16)

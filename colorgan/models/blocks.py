@@ -124,8 +124,13 @@ def check_head(head):
                             "ab classes with their annealed mean)")
 
 
-def class_head(x, name="ab"):
+def class_head(x, name="ab", hints=None):
     """Zhang et al.'s head: a 1x1 conv to the logits of every ab class ("ab_logits", which the class
-    loss reads), then their annealed mean as ab in model units."""
-    logits = layers.Conv2D(ab_bins.count_classes(), 1, kernel_initializer=conv_init(), name="ab_logits")(x)
+    loss reads), then their annealed mean as ab in model units. With ``hints`` (a generator's hint maps)
+    the logits also take the hint branch (hint_branch.into_head)."""
+    from colorgan.models import hint_branch
+    logits = layers.Conv2D(ab_bins.count_classes(), 1, kernel_initializer=conv_init(),
+                           name="ab_logits" if hints is None else "ab_logits_conv")(x)
+    if hints is not None:
+        logits = hint_branch.into_head(logits, hints, name="ab_logits")
     return AnnealedMean(name=name)(logits)

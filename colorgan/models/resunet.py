@@ -3,6 +3,7 @@ import keras
 from keras import layers
 
 from colorgan.errors import ColorganError
+from colorgan.models import hint_branch
 from colorgan.models.blocks import check_head, check_size, class_head, conv_init, norm_layer
 
 
@@ -31,7 +32,7 @@ def upsample(x, filters, mode, name):
 
 
 def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, blocks=2, norm="batch",
-            upsampling="resize", max_width=512, head="tanh"):
+            upsampling="resize", max_width=512, head="tanh", hints=False):
     """U-Net whose every level is ``blocks`` residual blocks; width doubles per level up to max_width.
 
     Every level costs about the same FLOPs (width doubles as the area quarters), so the default keeps
@@ -43,6 +44,7 @@ def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, bl
     check_size(f"resunet with depth {depth}", image_size, 2 ** (depth - 1))
     widths = [min(width * 2 ** i, max_width) for i in range(depth)]
     inputs = keras.Input((image_size, image_size, in_channels), name="L")
+    hint_maps = hint_branch.hint_input(image_size) if hints else None
     x = layers.Conv2D(widths[0], 3, padding="same", kernel_initializer=conv_init(), name="stem")(inputs)
     skips = []
     for level, w in enumerate(widths):
@@ -54,14 +56,17 @@ def resunet(image_size=256, in_channels=1, out_channels=2, width=16, depth=6, bl
     for level in reversed(range(depth - 1)):
         x = upsample(x, widths[level], upsampling, f"up{level}")
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        if 2 ** level <= 16:
+            x = hint_branch.inject(x, hint_maps, f"skip{level}")
         for b in range(blocks):
             x = residual_block(x, widths[level], norm, f"dec{level}_block{b}")
     n = norm_layer(norm, "head_norm")
     x = n(x) if n else x
     x = layers.ReLU()(x)
     if head == "classes":
-        outputs = class_head(x)
+        outputs = class_head(x, hints=hint_maps)
     else:
         x = layers.Conv2D(out_channels, 1, kernel_initializer=conv_init(), name="head")(x)
+        x = hint_branch.into_head(x, hint_maps)
         outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
-    return keras.Model(inputs, outputs, name="resunet")
+    return keras.Model(inputs if hint_maps is None else [inputs, hint_maps], outputs, name="resunet")

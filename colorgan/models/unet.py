@@ -3,18 +3,20 @@ import keras
 from keras import layers
 
 from colorgan.errors import ColorganError
+from colorgan.models import hint_branch
 from colorgan.models.blocks import LeakyReLU, check_head, check_size, class_head, conv_init, norm_layer
 
 
 def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8, dropout=0.5,
-         norm="batch", head="tanh"):
+         norm="batch", head="tanh", hints=False):
     """The pix2pix ``UnetGenerator``: ``depth`` stride-2 4x4 convs down, transposed convs up, skips.
 
     As in the PyTorch original, convs feeding a norm layer have no bias, the outermost down conv has
     no norm, the innermost has no norm, dropout sits in the three up blocks just below the bottleneck,
     and the outermost transposed conv keeps its bias and ends in tanh. ``head=classes`` replaces that
     conv by Zhang et al.'s class head at half resolution (as they predict below full size), whose ab is
-    upsampled bilinearly.
+    upsampled bilinearly. ``hints``: a second input of colour hints, added to the decoder at strides 16 and
+    below and to the head through a branch that starts at zero (hint_branch).
     """
     check_head(head)
     if depth < 5:
@@ -24,6 +26,7 @@ def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8
     filters = [min(base_filters * 2 ** i, base_filters * 8) for i in range(depth)]
 
     inputs = keras.Input((image_size, image_size, in_channels), name="L")
+    hint_maps = hint_branch.hint_input(image_size) if hints else None
     x, skips = inputs, []
     for i, f in enumerate(filters):
         if i > 0:
@@ -46,11 +49,15 @@ def unet(image_size=256, in_channels=1, out_channels=2, base_filters=64, depth=8
         if dropout and 4 <= i <= depth - 2:
             x = layers.Dropout(dropout, name=f"up{i}_dropout")(x)
         x = layers.Concatenate(name=f"skip{i - 1}")([skips[i - 1], x])
+        if 2 ** i <= 16:
+            x = hint_branch.inject(x, hint_maps, f"skip{i - 1}")
     x = layers.ReLU()(x)
+    model_inputs = inputs if hint_maps is None else [inputs, hint_maps]
     if head == "classes":
-        half = class_head(x, name="ab_half")
+        half = class_head(x, name="ab_half", hints=hint_maps)
         outputs = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name="ab")(half)
-        return keras.Model(inputs, outputs, name="unet")
+        return keras.Model(model_inputs, outputs, name="unet")
     x = layers.Conv2DTranspose(out_channels, 4, 2, "same", kernel_initializer=conv_init(), name="up0_conv")(x)
+    x = hint_branch.into_head(x, hint_maps)
     outputs = layers.Activation("tanh", dtype="float32", name="ab")(x)
-    return keras.Model(inputs, outputs, name="unet")
+    return keras.Model(model_inputs, outputs, name="unet")

@@ -48,6 +48,11 @@ class TrainConfig:
     class_prior_photos: int = dataclasses.field(default=2000, metadata={"help": "Training photos whose pixels give the colour prior of the rebalancing."})
     gp_weight: float = dataclasses.field(default=10.0, metadata={"help": "WGAN-GP gradient-penalty weight."})
     critic_steps: int = dataclasses.field(default=1, metadata={"help": "Critic updates per generator update (5 is usual for WGAN-GP)."})
+    # colour hints (a generator built with hints=true; colorgan/hints.py)
+    hint_none_share: float = dataclasses.field(default=0.5, metadata={"help": "Generators with hints=true: the share of training photos that get no hint (automatic colouring); the rest get a geometric number of points."})
+    hint_points_mean: float = dataclasses.field(default=8.0, metadata={"help": "Generators with hints=true: the mean number of hint points on a photo that gets any (geometric, p = 1/this, as Zhang et al. 2017)."})
+    train_hints_only: bool = dataclasses.field(default=False, metadata={"help": "Generators with hints=true: train only the hint branch (its hint_* layers), every other weight frozen as --init_from gave it, so that without hints the model computes exactly what it started from."})
+    hint_max_patch: int = dataclasses.field(default=9, metadata={"help": "Generators with hints=true: each simulated hint carries the true colour averaged over a square of odd side 1 to this, in pixels at --image_size."})
     # optimisation
     pretrain_steps: int = dataclasses.field(default=0, metadata={"help": "Stage 1: generator-only L1 steps."})
     train_steps: int = dataclasses.field(default=1000, metadata={"help": "Stage 2: adversarial steps (generator updates)."})
@@ -133,6 +138,10 @@ def validate(cfg):
     for name, allowed in (("strategy", STRATEGIES), ("mixed_precision", PRECISIONS), ("lr_decay", LR_DECAYS)):
         if getattr(cfg, name) not in allowed:
             raise ColorganError(f"unknown --{name} {getattr(cfg, name)!r}: use one of {', '.join(map(repr, allowed))}")
+    if not 0.0 <= cfg.hint_none_share <= 1.0 or not cfg.hint_points_mean >= 1.0 or cfg.hint_max_patch < 1:
+        raise ColorganError(f"the simulated hints need --hint_none_share in [0, 1], --hint_points_mean of 1 or more "
+                            f"and --hint_max_patch of 1 or more, got {cfg.hint_none_share}, {cfg.hint_points_mean} "
+                            f"and {cfg.hint_max_patch}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ColorganError(f"--ema must be in [0, 1), got {cfg.ema}")
     for name in ("class_rebalance", "l1_rebalance"):

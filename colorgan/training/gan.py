@@ -1,6 +1,7 @@
 """The conditional GAN of pix2pix, for colour: what one training step computes.
 
-    G: L -> ab                                     the generator
+    G: L -> ab                                     the generator (with hints=true: (L, H) -> ab, H the
+                                                   colour hints simulated from ab, colorgan/hints.py)
     D: (L, ab) -> a grid of patch scores           the critic
     colour(G) = w_cf * colourfulness deficit(G(L), ab) + w_p * perceptual distance(G(L), ab)
                 + w_cls * rebalanced cross-entropy(class logits of G(L), soft-encoded ab)
@@ -11,6 +12,10 @@
     stage 2 (adversarial):  min_D  loss_D(D(L, ab), D(L, sg[G(L)]))  [+ w_gp * gradient penalty]
                             min_G  w_gan loss_G(D(L, G(L))) + w_l1 L1(G) + colour(G)
 
+A generator that takes colour hints gets them simulated from each photo's true colours (hints.simulate:
+none for --hint_none_share of the photos, else a geometric number of points), seeded by (seed, step,
+replica) so that a resumed run replays them; G(L) below then stands for G(L, H).
+
 One forward pass of G per step, as in pix2pix: the critic learns from the prediction with its gradient
 stopped, then the generator's loss reuses that pass through the updated critic. These are per-replica
 bodies; the loop runs them under its tf.distribute strategy, and every loss is averaged over the global
@@ -19,7 +24,8 @@ batch (``tf.nn.compute_average_loss``) so that gradients are right for any numbe
 import keras
 import tensorflow as tf
 
-from colorgan import color, losses
+from colorgan import color, hints, losses
+from colorgan.models import hint_branch
 
 
 class ColorGAN:
@@ -38,6 +44,7 @@ class ColorGAN:
         self.g_opt, self.d_opt, self.e_opt = g_opt, d_opt, e_opt
         self.encoder = encoder    # a pretrained encoder inside G, trained by e_opt at its own rate
         self.features = features  # the perceptual loss's feature network
+        self.takes_hints = hint_branch.takes_hints(generator)
 
     def mean(self, per_example):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.cfg.batch_size)
@@ -45,11 +52,23 @@ class ColorGAN:
     # ----------------------------------------------------------------------------------------------
     # The losses
 
-    def generate(self, l):
-        """G(L) in training mode, and the class head's logits when the class loss reads them."""
+    def generator_input(self, l, ab, step):
+        """L, and for a generator that takes hints the hint maps simulated from the true colours ``ab``."""
+        if not self.takes_hints:
+            return l
+        cfg = self.cfg
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.stack([tf.cast(cfg.seed, tf.int64) * 1000003 + tf.cast(step, tf.int64),
+                         1_000_000 + tf.cast(replica, tf.int64)])
+        maps = hints.simulate(ab, seed, cfg.hint_none_share, 1.0 / cfg.hint_points_mean, cfg.hint_max_patch)
+        return [l, maps]
+
+    def generate(self, l, ab, step):
+        """G(L) (or G(L, H)) in training mode, and the class head's logits when the class loss reads them."""
+        inputs = self.generator_input(l, ab, step)
         if self.with_logits is None:
-            return self.generator(l, training=True), None
-        return self.with_logits(l, training=True)
+            return self.generator(inputs, training=True), None
+        return self.with_logits(inputs, training=True)
 
     def l1_term(self, fake_ab, real_ab):
         """L1(G) above, and for the logs plain L1, which stays comparable between runs."""
@@ -107,9 +126,9 @@ class ColorGAN:
     # ----------------------------------------------------------------------------------------------
     # The updates
 
-    def pretrain_update(self, l, ab):
+    def pretrain_update(self, l, ab, step=0):
         with tf.GradientTape() as tape:
-            fake_ab, logits = self.generate(l)
+            fake_ab, logits = self.generate(l, ab, step)
             l1, l1_logs = self.l1_term(fake_ab, ab)
             colour, logs = self.colour_terms(l, fake_ab, ab, logits)
             loss = self.cfg.pretrain_l1_weight * l1 + colour
@@ -121,7 +140,7 @@ class ColorGAN:
         real = tf.concat([l, ab], axis=-1)
         logs = {}
         with tf.GradientTape() as generator_tape:
-            fake_ab, logits = self.generate(l)
+            fake_ab, logits = self.generate(l, ab, step)
             fake = tf.concat([l, tf.cast(fake_ab, l.dtype)], axis=-1)
             with generator_tape.stop_recording():
                 for k in range(cfg.critic_steps):  # WGAN-GP: several critic steps on the step's batch

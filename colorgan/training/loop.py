@@ -12,8 +12,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from colorgan import ab_bins, color, data, metrics, models, saving, sources
+from colorgan import ab_bins, color, data, hints, metrics, models, saving, sources
 from colorgan.errors import ColorganError
+from colorgan.models import hint_branch
 from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
 from colorgan.training.logs import Clock, log_epoch_skips, log_scalars, newest_stats
@@ -41,6 +42,10 @@ class Adam(keras.optimizers.Adam):
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
             grad=tf.cast(gradient, dtype))
+
+
+# Hints per photo in the validation score of a generator that takes hints (val/psnr_hints).
+VAL_HINTS = 10
 
 
 def make_optimizer(lr, steps, cfg, loss_scaling=False):
@@ -127,6 +132,12 @@ class Trainer:
             saving.copy_weights(cfg.init_from, self.generator)
         if cfg.init_critic_from:
             saving.copy_weights(cfg.init_critic_from, self.critic)
+        if cfg.train_hints_only:
+            if not hint_branch.takes_hints(self.generator):
+                raise ColorganError("--train_hints_only trains a generator's hint branch, and this one has none: add "
+                                    "hints=true to --generator_options (or drop --train_hints_only)")
+            for layer in self.generator.layers:  # frozen batch norms keep their statistics too
+                layer.trainable = layer.name.startswith(hint_branch.PREFIX)
         self.encoder = next((l for l in self.generator.layers if l.name == "encoder"), None)
         self.g_opt = make_optimizer(cfg.lr_generator, cfg.total_steps, cfg, scaling)
         self.d_opt = make_optimizer(cfg.lr_critic, cfg.train_steps * cfg.critic_steps, cfg, scaling)
@@ -213,12 +224,12 @@ class Trainer:
         if self._pretrain_fn is None:
             if self.encoder is not None and self.cfg.freeze_encoder_in_pretrain:
                 self.encoder.trainable = False
-            self._pretrain_fn = self._distributed(self.gan.pretrain_update, with_step=False)
+            self._pretrain_fn = self._distributed(self.gan.pretrain_update, with_step=True)
         return self._pretrain_fn(l, ab, index)
 
     def adversarial_step(self, l, ab, index=None):
         if self._adversarial_fn is None:
-            if self.encoder is not None:
+            if self.encoder is not None and not self.cfg.train_hints_only:
                 self.encoder.trainable = True
             self._adversarial_fn = self._distributed(self.gan.adversarial_update, with_step=True)
         return self._adversarial_fn(l, ab, index)
@@ -278,34 +289,44 @@ class Trainer:
         raise ColorganError(f"no usable training photo in {cfg.data}: none of its files can be read as an image; "
                             "check the folder (JPEG, PNG, BMP, GIF, WebP or TIFF photos)")
 
-    def predict_exported(self, l):
-        """What the run exports would predict: the weight averages when --ema is on, swapped in for the call."""
+    def predict_exported(self, l, hint_maps=None):
+        """What the run exports would predict: the weight averages when --ema is on, swapped in for the call.
+        A generator that takes hints gets ``hint_maps``, or none (automatic colouring)."""
+        inputs = [l, tf.zeros([*l.shape[:-1], hints.CHANNELS]) if hint_maps is None else hint_maps] \
+            if self.gan.takes_hints else l
         if self.average is None:
-            return tf.cast(self.generator(l, training=False), tf.float32)
+            return tf.cast(self.generator(inputs, training=False), tf.float32)
         raw = [w.numpy() for w in self.generator.weights]
         self.average.copy_to_model()
         try:
-            return tf.cast(self.generator(l, training=False), tf.float32)
+            return tf.cast(self.generator(inputs, training=False), tf.float32)
         finally:
             for w, value in zip(self.generator.weights, raw):
                 w.assign(value)
 
     def validate(self, val_batch):
         """Scores of the exported weights on the fixed validation batch (uint8 RGB, as evaluate.py), and
-        its image grid."""
+        its image grid. A generator that takes hints is scored without them (val/psnr and the rest) and with
+        VAL_HINTS simulated ones (val/psnr_hints)."""
         l, ab = val_batch
         fake = self.predict_exported(l)
         to_uint8 = lambda x: tf.image.convert_image_dtype(x, tf.uint8, saturate=True).numpy()
         real_rgb, fake_rgb = to_uint8(color.model_to_rgb(l, ab)), to_uint8(color.model_to_rgb(l, fake))
         psnr, _ = metrics.mean_finite(metrics.psnr(real_rgb, fake_rgb))
         fake_cf, real_cf = metrics.colourfulness(fake_rgb).mean(), metrics.colourfulness(real_rgb).mean()
-        return {
+        scores = {
             "val/l1": float(tf.reduce_mean(tf.abs(fake - ab))),
             "val/psnr": psnr if psnr is not None else float("inf"),
             "val/colourfulness": float(fake_cf),
             "val/colourfulness_real": float(real_cf),
             "val/delta_colourfulness": float(fake_cf - real_cf),
-        }, image_grid(l[:8], fake[:8], ab[:8])
+        }
+        if self.gan.takes_hints:
+            maps = hints.simulate(ab, [self.cfg.seed, 0], count=VAL_HINTS, max_patch=self.cfg.hint_max_patch)
+            hinted = to_uint8(color.model_to_rgb(l, self.predict_exported(l, maps)))
+            psnr, _ = metrics.mean_finite(metrics.psnr(real_rgb, hinted))
+            scores["val/psnr_hints"] = psnr if psnr is not None else float("inf")
+        return scores, image_grid(l[:8], fake[:8], ab[:8])
 
 
 # --------------------------------------------------------------------------------------------------
