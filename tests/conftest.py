@@ -68,6 +68,16 @@ def hint_model_built_for_it(image_size=32, gain=1.0, gray=True):
     return generator
 
 
+def run_cli(capsys, *argv):
+    """(exit status, stderr lines) of `colorgan ARGV...` run in this process."""
+    from colorgan import cli
+    try:
+        status = cli.main(["colorgan", *map(str, argv)])
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
 def read_rgb(path):
     from PIL import Image
     return np.asarray(Image.open(path).convert("RGB"))

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from colorgan import cli, inference, memory, models, video
-from conftest import tiny_film
+from colorgan import inference, memory, models, video
+from conftest import run_cli, tiny_film
 
 GB4 = 4_000_000_000
 
@@ -20,12 +20,6 @@ def four_gb(monkeypatch):
     monkeypatch.setattr(memory, "total", lambda: GB4)
 
 
-def run(capsys, *argv):
-    try:
-        status = cli.main(["colorgan", *map(str, argv)])
-    except SystemExit as e:
-        status = e.code
-    return status, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.mark.parametrize("flags, line", [
@@ -40,7 +34,7 @@ def run(capsys, *argv):
 ])
 def test_train_refuses_what_cannot_fit_before_building_anything(flags, line, four_gb, tmp_path, capsys):
     started = time.monotonic()
-    status, lines = run(capsys, "train", "--data=samples", f"--logdir={tmp_path / 'run'}", *flags)
+    status, lines = run_cli(capsys, "train", "--data=samples", f"--logdir={tmp_path / 'run'}", *flags)
     assert status == 2 and lines == [f"error: {line}"]
     assert time.monotonic() - started < 10 and not (tmp_path / "run").exists()
 
@@ -56,19 +50,19 @@ def test_train_refuses_what_cannot_fit_before_building_anything(flags, line, fou
                         "side); use at most 262"),
 ])
 def test_evaluate_refuses_before_the_model_loads(flags, line, four_gb, tmp_path, capsys):
-    status, lines = run(capsys, "evaluate", "--model=/nonexistent.keras", f"--out_dir={tmp_path / 'eval'}", *flags)
+    status, lines = run_cli(capsys, "evaluate", "--model=/nonexistent.keras", f"--out_dir={tmp_path / 'eval'}", *flags)
     assert status == 2 and lines == [f"error: {line}"]
 
 
 def test_export_refuses_photo_counts_that_cannot_be_held(four_gb, tmp_path, capsys):
     model = tmp_path / "tiny.keras"
     models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(str(model))
-    status, lines = run(capsys, "export", "--format=tflite", f"--model={model}", f"--output={tmp_path / 'out'}",
+    status, lines = run_cli(capsys, "export", "--format=tflite", f"--model={model}", f"--output={tmp_path / 'out'}",
                         "--parity_photos=10000000", "--calibration_photos=10")
     assert status == 2 and lines == ["error: --parity_photos=10000000 and --calibration_photos=10 at the model's 32 x "
                                      "32 would need about 81.9 GB of memory, and this machine has 4.0 GB; use "
                                      "fewer photos"]
-    status, lines = run(capsys, "export", "--format=keras", f"--model={model}", f"--output={tmp_path / 'x.keras'}",
+    status, lines = run_cli(capsys, "export", "--format=keras", f"--model={model}", f"--output={tmp_path / 'x.keras'}",
                         "--parity_photos=0")
     assert status == 2 and lines == ["error: --parity_photos must be at least 1, got 0"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.keras").exists()
@@ -98,7 +92,7 @@ def test_the_video_command_says_it_clamps(tmp_path, capsys):
     model = tmp_path / "tiny.keras"
     models.build_generator("unet", image_size=32, base_filters=8, depth=5).save(str(model))
     source = tiny_film(tmp_path / "in.mp4", frames=5)
-    status, lines = run(capsys, "video", source, f"--output={tmp_path / 'out.mp4'}", f"--model={model}",
+    status, lines = run_cli(capsys, "video", source, f"--output={tmp_path / 'out.mp4'}", f"--model={model}",
                         "--batch_size=100000", "--noprogress")
     assert status == 0
     assert lines[0] == ("note: --batch_size=100000 is clamped to 2604 frames of 64 x 48 (8.0 MP, about 640 MB of "

@@ -11,19 +11,13 @@ import time
 
 import pytest
 
-from colorgan import cli, outputs
+from colorgan import outputs
 from colorgan.errors import ColorganError
+from conftest import run_cli
 
 NO_MODEL = "/nonexistent/model.keras"
 
 
-def run(capsys, *argv):
-    """(exit status, stderr lines) of `colorgan ARGV...` run in this process."""
-    try:
-        status = cli.main(["colorgan", *map(str, argv)])
-    except SystemExit as e:
-        status = e.code
-    return status, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def commands(kind, tmp_path, blocker):
 def test_every_command_checks_its_output_before_any_work(kind, tmp_path, blocker, capsys):
     for argv, flag in commands(kind, tmp_path, blocker):
         started = time.monotonic()
-        status, lines = run(capsys, *argv)
+        status, lines = run_cli(capsys, *argv)
         assert status == 2, (argv, lines)
         assert len(lines) == 1 and lines[0].startswith(f"error: {flag}="), (argv, lines)
         assert "model" not in lines[0] and "Traceback" not in lines[0], lines  # the model never loaded
@@ -73,7 +67,7 @@ def test_every_command_checks_its_output_before_any_work(kind, tmp_path, blocker
 
 
 def test_colorize_names_the_file_in_the_way(tmp_path, blocker, sample_photos, capsys):
-    status, lines = run(capsys, "colorize", f"--output_dir={blocker / 'out'}", f"--model={NO_MODEL}",
+    status, lines = run_cli(capsys, "colorize", f"--output_dir={blocker / 'out'}", f"--model={NO_MODEL}",
                         sample_photos[0])
     assert status == 2 and lines == [f"error: --output_dir={blocker / 'out'}: {blocker} is a file, not a "
                                      "folder, so nothing can be written below it; pass another --output_dir"]
@@ -124,11 +118,11 @@ def test_export_never_replaces_a_file_unasked(model_file, capsys):
     """`export --format=keras --model=mine.keras --output=mine.keras` replaced a float32 model with its
     float16 copy, exit 0. Now it is refused unless --overwrite; with it, the file is replaced whole."""
     before = model_file.read_bytes()
-    status, lines = run(capsys, "export", "--format=keras", f"--model={model_file}", f"--output={model_file}")
+    status, lines = run_cli(capsys, "export", "--format=keras", f"--model={model_file}", f"--output={model_file}")
     assert status == 2 and lines == [f"error: --output={model_file} already exists; pass --overwrite to "
                                      "replace it, or another --output"]
     assert model_file.read_bytes() == before
-    status, lines = run(capsys, "export", "--format=keras", f"--model={model_file}", f"--output={model_file}",
+    status, lines = run_cli(capsys, "export", "--format=keras", f"--model={model_file}", f"--output={model_file}",
                         "--overwrite", "--parity_photos=1")
     assert status == 0, lines
     assert model_file.read_bytes() != before and model_file.stat().st_size < len(before)  # float16 weights
@@ -137,12 +131,12 @@ def test_export_never_replaces_a_file_unasked(model_file, capsys):
 
 def test_export_to_a_folder_refuses_the_files_it_would_replace(model_file, tmp_path, capsys):
     (tmp_path / "colorgan_float32.json").write_text("{}")  # the metadata of an earlier float32 export
-    status, lines = run(capsys, "export", "--format=tflite", "--variants=float32,float16", f"--model={model_file}",
+    status, lines = run_cli(capsys, "export", "--format=tflite", "--variants=float32,float16", f"--model={model_file}",
                         f"--output={tmp_path}")
     assert status == 2 and lines == [f"error: --output={tmp_path} already holds colorgan_float32.json; pass "
                                      "--overwrite to replace it, or another --output"]
     (tmp_path / "colorgan" / "3").mkdir(parents=True)
-    status, lines = run(capsys, "export", "--format=saved_model", "--version=3", f"--model={model_file}",
+    status, lines = run_cli(capsys, "export", "--format=saved_model", "--version=3", f"--model={model_file}",
                         f"--output={tmp_path}")
     assert status == 2 and lines == [f"error: {tmp_path / 'colorgan' / '3'} already exists; pick another "
                                      "--version, or pass --overwrite to replace it"]
@@ -152,12 +146,12 @@ def test_evaluate_never_replaces_earlier_reports_unasked(tmp_path, capsys):
     out = tmp_path / "eval"
     common = ("evaluate", "--model=gray", "--data=samples", "--max_images=2", "--size=32", "--nofid",
               "--grid_images=1", "--extremes=1", f"--out_dir={out}")
-    assert run(capsys, *common)[0] == 0
+    assert run_cli(capsys, *common)[0] == 0
     written = {name: (out / name).read_bytes() for name in ("metrics.json", "per_image.csv", "grid.png")}
-    status, lines = run(capsys, *common)
+    status, lines = run_cli(capsys, *common)
     assert status == 2 and lines[-1].startswith(f"error: --out_dir={out} already holds metrics.json, "
                                                 "per_image.csv, grid.png, ...; pass --overwrite")
     assert all((out / name).read_bytes() == data for name, data in written.items())
-    assert run(capsys, *common, "--overwrite")[0] == 0
+    assert run_cli(capsys, *common, "--overwrite")[0] == 0
     assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # every report written atomically
