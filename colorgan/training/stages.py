@@ -196,14 +196,15 @@ def photos_before(stages, index, batch_size):
 def starting_point(cfg, stages):
     """Where the run goes on from: ('state', state) when the repository's state is newer than this machine's
     checkpoints, ('local', position) when they are (a tie goes to them: they hold the optimisers too), and
-    ('fresh', position) for a run that has not started. Positions are dicts with ``stage`` and ``step``."""
+    ('fresh', position) for a run that has not started. Positions are dicts with ``stage`` and ``step``; the
+    local ones carry the repository's state too (``state``, or None), for its hours."""
     local = local_position(cfg, stages)
     state = read_state(cfg.state_dir, cfg) if cfg.state_dir else None
     if state is not None and (local is None or (state["stage"], state["step"]) > local):
         return "state", state
     if local is not None:
-        return "local", {"stage": local[0], "step": local[1]}
-    return "fresh", {"stage": 0, "step": 0}
+        return "local", {"stage": local[0], "step": local[1], "state": state}
+    return "fresh", {"stage": 0, "step": 0, "state": state}
 
 
 def train_stages(cfg, on_step=None):
@@ -216,7 +217,7 @@ def train_stages(cfg, on_step=None):
     stages = parse_stages(cfg.stages)
     where, position = starting_point(cfg, stages)
     index, step, from_state = position["stage"], position["step"], where == "state"
-    state = position if from_state else (read_state(cfg.state_dir, cfg) if cfg.state_dir else None)
+    state = position if from_state else position["state"]
     hours_before = float(state["hours"]) if state else 0.0
     if from_state:
         logging.info("continuing from the run state in %s (written %s on %s)", cfg.state_dir, state.get("written"),
