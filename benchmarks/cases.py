@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from harness import Case, MiB, device_facts, layer_flops
+from harness import Case, MiB, device_facts, layer_flops, matmul_peaks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,13 +78,15 @@ def onednn_enabled():
 
 
 def prepare(workdir, image_size, train_models, overrides, infer, data, photo_size, tflite_variants, seed,
-            mixed_precision="auto"):
+            mixed_precision="auto", matmul_size=4096):
     """Device facts, FLOP counts and the resolved precision; for the inference section, the generator in
     every format and a photo."""
-    from colorgan.training.config import resolve_precision
+    from colorgan.training import precision
 
+    # By the hardware: auto's probe would time each set-up, which is what this benchmark is for.
     info = {"device": device_facts(), "flops": model_counts(image_size, train_models, overrides),
-            "precision": resolve_precision(mixed_precision)}
+            "precision": str(precision.by_hardware(mixed_precision)),
+            "matmul_peaks": matmul_peaks(matmul_size) if matmul_size else {}}
     if infer:
         info.update(save_generator_formats(workdir, image_size, overrides, data, tflite_variants, seed))
         info["photo"] = make_photo(os.path.join(workdir, "photo.jpg"), data, photo_size)

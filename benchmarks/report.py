@@ -1,7 +1,9 @@
 """What the figures mean: peaks and utilisation, the issue's targets, and the report's text (one line per
 result as it comes, Markdown tables at the end, the JSON).
 
-Utilisation is achieved FLOP/s over the peak of the precision a row computes in, on the cores in use:
+Utilisation is achieved FLOP/s over the peak of the precision a row computes in, on the cores in use.
+The peak is measured: a 4096x4096 matmul in float32 and in bfloat16 (harness.matmul_peaks, --matmul_size).
+Where it is not (--matmul_size=0) it is estimated:
 
     float32    cores x GHz x FP32 FLOP/cycle: 64 with AVX-512 (two 512-bit FMA units), 32 with AVX2+FMA
                (two 256-bit FMA units), 16 otherwise
@@ -18,8 +20,9 @@ import os
 # Peaks and utilisation
 
 
-def estimate_peaks(device, fp32=None, bf16=None):
-    """{precision: GFLOP/s} and {precision: formula} for this device; `fp32`/`bf16` override the estimates."""
+def estimate_peaks(device, fp32=None, bf16=None, measured=None, matmul_size=None):
+    """{precision: GFLOP/s} and {precision: formula} for this device: the `measured` matmul peaks where
+    there are some (harness.matmul_peaks), else the estimates below; `fp32`/`bf16` override both."""
     peaks, formulas = {}, {}
     if not device.get("gpu") and device.get("cpu_mhz"):
         flags, cores, ghz = set(device["cpu_flags"]), device["cores"], device["cpu_mhz"] / 1e3
@@ -37,6 +40,10 @@ def estimate_peaks(device, fp32=None, bf16=None):
             peaks["bfloat16"] = peaks["float32"]
             formulas["bfloat16"] = "the float32 peak (no bf16 units: computed in float32)"
         peaks["float16"], formulas["float16"] = peaks["float32"], "the float32 peak (CPU: no fp16 units counted)"
+    for name, gflops in (measured or {}).items():
+        estimate = f"; estimated {peaks[name]:.0f}: {formulas[name]}" if name in peaks else ""
+        peaks[name] = gflops
+        formulas[name] = f"measured: one {matmul_size}x{matmul_size} {name} matmul on every core, best of 5{estimate}"
     if fp32:
         peaks["float32"], formulas["float32"] = fp32, "--peak_gflops"
     if bf16:

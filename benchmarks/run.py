@@ -14,8 +14,9 @@ runs in its own spawned process, and cases that are compared are timed in turns 
 against each other and the fastest is compared: float32 NCHW, float32 channels_last, and bfloat16
 autocast + channels_last where the CPU has bf16 units (avx512_bf16 / amx_bf16) or the GPU has them.
 colorgan's side of the comparison is its step at the precision --mixed_precision resolves to
-(auto: bfloat16 on CPUs with AVX512-BF16/AMX, see colorgan.training.config.resolve_precision), XLA off.
-Utilisation is against the peak of the precision each row computes in (formulas in report.py).
+(auto: bfloat16 on CPUs with AVX512-BF16/AMX, see colorgan.training.precision), XLA off.
+Utilisation is against the peak of the precision each row computes in: a matmul measured on this machine
+(--matmul_size), or the estimates in report.py.
 
 --profile_ops runs the baseline train step (XLA off, the resolved precision) under
 tf.profiler.experimental for --profile_steps steps after one warm-up step, and reports the top
@@ -58,9 +59,10 @@ def define_flags(fv):
     flags.DEFINE_integer("batch_size", 16, "Training batch size.", **d)
     flags.DEFINE_list("train_models", list(cases.TRAIN_MODELS), ",".join(cases.TRAIN_MODELS), **d)
     flags.DEFINE_list("xla", ["off", "on"], "off,on: train without and/or with XLA.", **d)
-    flags.DEFINE_enum("mixed_precision", "auto", ["auto", "off", "float32", "float16", "bfloat16"],
-                      "The mixed-precision train rows and colorgan's side of --compare; auto as "
-                      "colorgan.training resolves it; off: float32 rows only.", **d)
+    flags.DEFINE_enum("mixed_precision", "auto", ["auto", "off", "float32", "float16", "bfloat16",
+                                                  "bfloat16+depthwise_float32"],
+                      "The mixed-precision train rows and colorgan's side of --compare; auto: by the hardware "
+                      "(colorgan.training.precision.by_hardware, not the probe); off: float32 rows only.", **d)
     flags.DEFINE_integer("onednn", 1, "1: add a baseline row with TF_ENABLE_ONEDNN_OPTS=1.", **d)
     flags.DEFINE_integer("warmup", 1, "Untimed steps of the baseline (the first traces).", **d)
     flags.DEFINE_integer("steps", 5, "Timed steps of the baseline.", **d)
@@ -80,9 +82,13 @@ def define_flags(fv):
     flags.DEFINE_integer("torch_select_steps", 2, "Timed train steps per PyTorch mode when choosing one.", **d)
     flags.DEFINE_bool("profile_ops", False, "Add the profile section: top ops of the baseline train step.", **d)
     flags.DEFINE_integer("profile_steps", 3, "Profiled baseline steps (after one warm-up step).", **d)
+    flags.DEFINE_string("profile_model", "baseline", "The training set-up the profile runs (--train_models' names).",
+                        **d)
     flags.DEFINE_integer("profile_top", 15, "Ops (and op types) listed by the profile.", **d)
     flags.DEFINE_string("profile_dir", "", "Where the profiler trace goes; default: a new temporary folder.", **d)
-    flags.DEFINE_float("peak_gflops", None, "Device float32 peak in GFLOP/s; default: estimated for CPUs.", **d)
+    flags.DEFINE_integer("matmul_size", 4096, "Size of the matmul that measures the float32 and bfloat16 peaks; "
+                         "0: estimate them from the clock instead.", **d)
+    flags.DEFINE_float("peak_gflops", None, "Device float32 peak in GFLOP/s; default: measured (--matmul_size).", **d)
     flags.DEFINE_float("peak_gflops_bf16", None, "Device bfloat16/float16 peak; default: estimated for CPUs.", **d)
     flags.DEFINE_integer("seed", 0, "Seed of weights and batches.", **d)
     flags.DEFINE_string("json", "", "Also write the JSON report to this file.", **d)
@@ -93,6 +99,7 @@ def settings(fv):
     from colorgan.errors import ColorganError
     args = types.SimpleNamespace(**{name: fv[name].value for name in fv})
     for name, given, allowed in (("only", args.only, SECTIONS), ("train_models", args.train_models, cases.TRAIN_MODELS),
+                                 ("profile_model", [args.profile_model], cases.TRAIN_MODELS),
                                  ("xla", args.xla, ("off", "on")), ("torch_modes", args.torch_modes,
                                                                    TORCH_MODES + ("auto",))):
         unknown = sorted(set(given) - set(allowed))
@@ -113,6 +120,7 @@ def settings(fv):
         args.warmup = args.model_warmup = 1
         args.steps = args.model_steps = args.infer_repeats = args.pipeline_runs = 2
         args.pipeline_batches, args.photo_size, args.torch_select_steps, args.profile_steps = 2, (128, 96), 1, 1
+        args.matmul_size = 256
         args.train_models, args.xla, args.onednn = ["baseline"], [False], 0
         args.tflite_variants, args.tflite_threads = ["float16"], [1]
         args.torch_filters = 8
@@ -173,12 +181,13 @@ def run_sections(args, workers, report, workdir):
                       train_models=args.train_models if "train" in args.only else [],
                       overrides=args.model_overrides, infer="infer" in args.only, data=args.data,
                       photo_size=args.photo_size, tflite_variants=args.tflite_variants, seed=args.seed,
-                      mixed_precision=precision_flag) as prep:
+                      mixed_precision=precision_flag, matmul_size=args.matmul_size) as prep:
         prepared = prep.info
     device, precision = prepared["device"], prepared["precision"]
     report.update(device=device, flops=prepared["flops"], precision=precision)
-    report["peaks"], report["peak_formulas"] = report_lib.estimate_peaks(device, args.peak_gflops,
-                                                                         args.peak_gflops_bf16)
+    report["matmul_peaks"] = prepared["matmul_peaks"]
+    report["peaks"], report["peak_formulas"] = report_lib.estimate_peaks(
+        device, args.peak_gflops, args.peak_gflops_bf16, prepared["matmul_peaks"], args.matmul_size)
     report["peak_gflops"] = report["peaks"].get("float32")
     args.torch_modes = resolve_torch_modes(args.torch_modes, device)
     if not device["gpu"]:

@@ -20,7 +20,8 @@ from harness import CaseFailed, measure
 
 
 def peak(report, precision):
-    return report["peaks"].get(precision)
+    """The peak of what a row computes in: bfloat16+depthwise_float32 is judged as bfloat16."""
+    return report["peaks"].get(precision.split("+")[0])
 
 
 def failed(rows, error):
@@ -88,12 +89,24 @@ def train_section(args, workers, report, precision):
 
 def train_variants(args, name, precision):
     """(xla, precision, forced oneDNN) of each colorgan row of one model."""
-    variants = [(xla, p, False) for xla in args.xla for p in dict.fromkeys(["float32", precision])]
+    precisions = ["float32", precision]
+    if "+depthwise_float32" in precision and not has_depthwise(args, name):
+        precisions[1] = "bfloat16"  # the same model as plain bfloat16: no depthwise convolutions to keep
+    elif "+depthwise_float32" in precision:
+        precisions.insert(1, "bfloat16")  # what keeping them in float32 gains
+    variants = [(xla, p, False) for xla in args.xla for p in dict.fromkeys(precisions)]
     if args.onednn and name == "baseline":
         # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512/AMX units; this
         # row shows what they do here (TF_ENABLE_ONEDNN_OPTS=1, read when TensorFlow is imported).
         variants.append((False, "float32", True))
     return variants
+
+
+def has_depthwise(args, name):
+    """Whether the set-up's generator or critic has depthwise convolutions (the EfficientNet-Lite and
+    MobileNet encoders, the projected critic's Lite features)."""
+    model = cases.model_config(name, args.model_overrides)
+    return any(k in model["generator"] for k in ("efficientnet", "mobilenet")) or model["critic"] == "projected"
 
 
 def train_model(args, workers, report, name, precision, torch_mode):
@@ -246,14 +259,15 @@ def torch_infer_row(args, report, worker, flops):
 
 
 def profile_section(args, workers, report, precision):
-    """The baseline step (XLA off, `precision`) under the TensorFlow profiler: a trace and the top ops."""
+    """One set-up's step (--profile_model; XLA off, `precision`) under the TensorFlow profiler: a trace and
+    the top ops."""
     logdir = args.profile_dir or tempfile.mkdtemp(prefix="colorgan-profile-")
     try:
         with workers.case(cases.profile_train, logdir=logdir, steps=args.profile_steps, top=args.profile_top,
                           image_size=args.image_size, batch_size=args.batch_size, jit_compile=False,
                           mixed_precision=precision, seed=args.seed,
-                          **cases.model_config("baseline", args.model_overrides)) as worker:
-            report["op_profile"] = worker.info["profile"]
+                          **cases.model_config(args.profile_model, args.model_overrides)) as worker:
+            report["op_profile"] = dict(worker.info["profile"], model=args.profile_model)
     except CaseFailed as e:
         report["op_profile"] = {"error": str(e).splitlines()[0], "logdir": logdir}
         print(f"  failed: {e}", file=sys.stderr)

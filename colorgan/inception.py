@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from colorgan import outputs
 from colorgan.errors import ColorganError
 
 INPUT_SIZE = 299
@@ -56,8 +57,7 @@ class WeightsNotFound(ColorganError):
 
 def cache_dir():
     """Where ``fetch`` puts the weights: ``$COLORGAN_CACHE_DIR/fid`` or ``<checkout>/.cache/fid``."""
-    base = os.environ.get("COLORGAN_CACHE_DIR") or Path(__file__).resolve().parent.parent / ".cache"
-    return Path(base) / "fid"
+    return Path(outputs.cache_dir()) / "fid"
 
 
 def _installed_package_weights():

@@ -17,6 +17,12 @@ import tempfile
 from colorgan.errors import ColorganError
 
 
+def cache_dir():
+    """Where colorgan keeps what it fetches or measures once per machine (the FID weights, the precision
+    probe's answers): $COLORGAN_CACHE_DIR, or .cache in the checkout."""
+    return os.environ.get("COLORGAN_CACHE_DIR") or str(pathlib.Path(__file__).resolve().parent.parent / ".cache")
+
+
 def check(flag, path, folder=False, overwrite=False, replaces=()):
     """Raise a ColorganError naming ``flag`` (e.g. "--output") when ``path`` cannot be written.
 

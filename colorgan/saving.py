@@ -17,7 +17,7 @@ from absl import logging
 
 from colorgan import hints
 from colorgan.errors import ColorganError
-from colorgan.models import build_generator
+from colorgan.models import all_layers, build_generator
 from colorgan.photos import current_umask
 
 RUN_CONFIG = "model.json"
@@ -106,7 +106,7 @@ def save_generator(generator, path, weights_dtype="float32"):
     path.parent.mkdir(parents=True, exist_ok=True)
     if weights_dtype not in ("float32", "float16"):
         raise ColorganError(f"weights can be stored as float32 or float16, not {weights_dtype!r}")
-    if any(layer.dtype_policy.name != "float32" for layer in _all_layers(generator)):
+    if any(layer.dtype_policy.name != "float32" for layer in all_layers(generator)):
         generator = with_weights_dtype(generator, "float32")  # a mixed-precision run's layers, say
     # Keras saves to a path that ends in .keras, so inference.write_atomically (a file object) cannot serve.
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
@@ -260,11 +260,6 @@ def report_damaged(damaged, used, ckpt_dir, verb):
         names = ", ".join(f"{os.path.basename(p)} ({what})" for p, what in damaged)
         raise ColorganError(f"every checkpoint in {ckpt_dir} is damaged: {names}; restore them from a backup, "
                             "or move that folder away to start afresh")
-
-
-def _all_layers(layer):
-    """The layer and every layer nested in it (a backbone's encoder is a model inside the model)."""
-    return [layer] + [inner for child in getattr(layer, "layers", []) for inner in _all_layers(child)]
 
 
 def load_keras_file(path, colorizer=True):

@@ -263,12 +263,13 @@ def test_a_tiny_run_with_every_colour_objective_on(tmp_path):
 @pytest.mark.parametrize("flags,expected", [({"avx512_bf16", "avx2"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"),
                                             ({"avx2", "fma"}, "float32")])
 def test_auto_precision_follows_the_cpu_and_is_recorded(tmp_path, monkeypatch, flags, expected):
-    from colorgan.training import config
-    monkeypatch.setattr(config, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(config.tf.config, "list_physical_devices", lambda kind=None: [])
-    assert config.resolve_precision("auto") == expected
-    assert config.resolve_precision("float32") == "float32" and config.resolve_precision("") == "float32"
+    from colorgan.training import precision
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision.tf.config, "list_physical_devices", lambda kind=None: [])
+    # A run this short takes the rule (no probe): bfloat16 with float32 depthwise convolutions where
+    # the CPU has bfloat16 units.
     result = training.train(tiny_config(tmp_path, mixed_precision="auto", pretrain_steps=1, train_steps=0))
+    assert str(result["trainer"].arithmetic) == (expected if expected == "float32" else "bfloat16+depthwise_float32")
     with open(tmp_path / "model.json") as f:
         assert json.load(f)["precision"] == expected
     compute = {layer.dtype_policy.compute_dtype for layer in result["trainer"].generator.layers if layer.weights}

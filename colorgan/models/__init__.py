@@ -21,6 +21,11 @@ GENERATORS = {"unet": unet, "resunet": resunet}
 CRITICS = {"patchgan": patchgan, "projected": projected}
 
 
+def all_layers(layer):
+    """The layer and every layer nested in it (a backbone's encoder is a model inside the model)."""
+    return [layer] + [inner for child in getattr(layer, "layers", []) for inner in all_layers(child)]
+
+
 def generator_names():
     return sorted(GENERATORS) + [f"backbone:{b}" for b in BACKBONES]
 

@@ -15,7 +15,8 @@ from absl import logging
 from colorgan import ab_bins, color, data, hints, metrics, models, saving, sources
 from colorgan.errors import ColorganError
 from colorgan.models import hint_branch
-from colorgan.training.config import parse_options, resolve_precision, validate, write_flagfile
+from colorgan.training import precision
+from colorgan.training.config import parse_options, validate, write_flagfile
 from colorgan.training.gan import ColorGAN
 from colorgan.training.logs import Clock, log_epoch_skips, log_scalars, newest_stats
 from colorgan.training.prior import colour_prior
@@ -61,10 +62,7 @@ def make_optimizer(lr, steps, cfg, loss_scaling=False):
 def synchronize_batch_norm(model):
     """Batch norm over the global batch: per-replica statistics would train another model at each replica
     count (and batch norm's whole point is the statistics of the batch)."""
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack += getattr(layer, "layers", [])
+    for layer in models.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
 
@@ -79,19 +77,21 @@ class Trainer:
         self.strategy = make_strategy(cfg.strategy)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(cfg.seed)
-        self.precision = resolve_precision(cfg.mixed_precision)
         replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % replicas:
             raise ColorganError(f"--batch_size={cfg.batch_size} does not divide across {replicas} replicas: "
                                 f"use a multiple of {replicas}")
-        if cfg.lr_encoder and self.precision == "float16":
-            raise ColorganError("--lr_encoder does not combine with float16 loss scaling (two optimisers would "
-                                "unscale one gradient differently): use --mixed_precision=bfloat16 or float32")
         # Fail on a missing dataset now, not after building a 54M-parameter model.
         self.source_weights = sources.parse_source_weights(cfg.source_weights)
         self.files_per_epoch = sources.count_examples(cfg.data, "train", cfg.val_share, cfg.download,
                                                    cfg.data_dir or None, self.source_weights)
+        self.arithmetic = precision.resolve(cfg, replicas)
+        self.precision = self.arithmetic.compute
+        logging.info("--mixed_precision=%s: %s, %s", cfg.mixed_precision, self.arithmetic, self.arithmetic.reason)
+        if cfg.lr_encoder and self.precision == "float16":
+            raise ColorganError("--lr_encoder does not combine with float16 loss scaling (two optimisers would "
+                                "unscale one gradient differently): use --mixed_precision=bfloat16 or float32")
+        keras.utils.set_random_seed(cfg.seed)
         self.chief = is_chief(self.strategy)
         self.out_dir = worker_dir(cfg, self.strategy, self.chief)
         self.generator_options = parse_options(cfg.generator_options)
@@ -99,10 +99,11 @@ class Trainer:
         # Layers take the global dtype policy when they are built; put it back afterwards, so that models
         # built later in the same process (an export, a test) are not silently bfloat16.
         previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_dtype_policy("float32" if self.precision == "float32" else f"mixed_{self.precision}")
+        keras.mixed_precision.set_dtype_policy(self.arithmetic.policy)
         try:
             with self.strategy.scope():
                 self._build_models()
+                self.arithmetic.apply(self.generator, self.critic)
         finally:
             keras.mixed_precision.set_dtype_policy(previous)
         os.makedirs(self.out_dir, exist_ok=True)
@@ -353,7 +354,7 @@ def train(cfg, on_step=None, start=None, after_save=None):
                                ema=cfg.ema, precision=t.precision)
         write_flagfile(cfg, os.path.join(cfg.logdir, "flags.cfg"))
     logging.info("%s at step %d of %d (%d replicas, %s)", f"resumed from {restored}" if restored else "starting",
-                 start_step, cfg.total_steps, t.strategy.num_replicas_in_sync, t.precision)
+                 start_step, cfg.total_steps, t.strategy.num_replicas_in_sync, t.arithmetic)
 
     rebalanced = [(name, w, mix) for name, w, mix in (("class loss", t.class_weights, cfg.class_rebalance),
                                                       ("L1", t.l1_weights, cfg.l1_rebalance)) if w is not None]
