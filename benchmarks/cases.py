@@ -4,13 +4,14 @@ and returns a `harness.Case`: the named calls to time, and facts for the report.
     prepare         device facts, FLOP and parameter counts, the precision --mixed_precision resolves to,
                     and for inference the baseline generator in every saved form plus a full-size photo
     train_keras     colorgan's adversarial step (colorgan.training.Trainer) on one batch in memory
-    train_torch     the PyTorch original's optimize_parameters (torch_reference.py) in one of its modes
+    train_torch     the PyTorch side of a set-up (TORCH_TWINS): its train step in one of torch_reference.MODES
     profile_train   colorgan's baseline step under the TensorFlow profiler: a trace and the top ops
     infer           a colorgan.inference colorizer: batch 1, batch 16, a full-resolution JPEG
     infer_torch     the original generator's forward pass in one of its modes
     pipeline        the training input pipeline of colorgan.data
 """
 import glob
+import importlib
 import json
 import os
 import shutil
@@ -39,6 +40,14 @@ TRAIN_MODELS = {
                            critic="patchgan", critic_options="base_filters=32", objective="vanilla"),
     "lite0_projected": dict(generator="backbone:efficientnet_lite0", generator_options="encoder_weights=imagenet",
                             critic="projected", critic_options="", objective="vanilla"),
+}
+# The PyTorch side of --compare for each set-up that has one: its class (module in benchmarks/, name) and
+# the arguments that make it the set-up's networks (TRAIN_MODELS' options; tests/test_torch_lite0.py checks
+# them against the Keras models). The seeds' pix2pix takes its filters and depth from the run's settings too
+# (sections.torch_twin).
+TORCH_TWINS = {
+    "baseline": ("torch_reference", "Pix2Pix", {}),
+    "lite0_patchgan": ("torch_lite0", "Lite0PatchGAN", dict(encoder_weights="imagenet", critic_filters=32)),
 }
 TFLITE_VARIANTS = ("float32", "float16", "int8", "dynamic_int8")
 
@@ -180,20 +189,22 @@ def train_keras(image_size, batch_size, jit_compile, mixed_precision, seed, **mo
                 memory=tf_gpu_peak)
 
 
-def train_torch(image_size, batch_size, ngf, ndf, num_downs, seed, mode="float32"):
-    """The original's optimize_parameters on the same batch, in one of torch_reference.MODES."""
+def train_torch(image_size, batch_size, seed, model="baseline", mode="float32", **options):
+    """The train step of set-up `model`'s PyTorch twin (TORCH_TWINS) on the same batch, in one of
+    torch_reference.MODES; `options` go to its class."""
     import torch
     sys.path.insert(0, HERE)
-    from torch_reference import PRECISION, Pix2Pix, count_parameters
+    from torch_reference import PRECISION, count_parameters
 
+    module, name, _ = TORCH_TWINS[model]
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = Pix2Pix(image_size, ngf=ngf, ndf=ndf, num_downs=num_downs, device=device, mode=mode)
-    l, ab = (model.prepare(torch.from_numpy(x).permute(0, 3, 1, 2)) for x in random_batch(batch_size, image_size, seed))
-    info = {"generator_params": count_parameters(model.generator), "critic_params": count_parameters(model.critic),
+    twin = getattr(importlib.import_module(module), name)(image_size, device=device, mode=mode, **options)
+    l, ab = (twin.prepare(torch.from_numpy(x).permute(0, 3, 1, 2)) for x in random_batch(batch_size, image_size, seed))
+    info = {"generator_params": count_parameters(twin.generator), "critic_params": count_parameters(twin.critic),
             "threads": torch.get_num_threads(), "version": torch.__version__, "mode": mode,
-            "precision": PRECISION[mode]}
-    return Case({"step": lambda: model.train_step(l, ab)}, info, memory=torch_gpu_peak)
+            "precision": PRECISION[mode], "compile_note": twin.compile_note}
+    return Case({"step": lambda: twin.train_step(l, ab)}, info, memory=torch_gpu_peak)
 
 
 def profile_train(logdir, steps, top, image_size, batch_size, jit_compile, mixed_precision, seed, **model):
@@ -282,10 +293,11 @@ def infer_torch(image_size, ngf, num_downs, mode="float32"):
     """The original generator's forward pass alone, eval mode, no autograd, in one of its modes."""
     import torch
     sys.path.insert(0, HERE)
-    from torch_reference import PRECISION, UnetGenerator, autocast, to_mode
+    from torch_reference import PRECISION, UnetGenerator, autocast, compiled, to_mode
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = to_mode(UnetGenerator(ngf=ngf, num_downs=num_downs).to(device).eval(), mode)
+    generator, note = compiled(to_mode(UnetGenerator(ngf=ngf, num_downs=num_downs).to(device).eval(), mode),
+                               mode, device)
     batches = {n: to_mode(torch.from_numpy(random_batch(n, image_size)[0]).permute(0, 3, 1, 2).to(device), mode)
                for n in (1, 16)}
 
@@ -293,7 +305,8 @@ def infer_torch(image_size, ngf, num_downs, mode="float32"):
         with torch.no_grad(), autocast(mode, device):
             return generator(batches[n]).float().cpu()  # .cpu() waits for a GPU
     return Case({"b1": lambda: forward(1), "b16": lambda: forward(16)},
-                {"threads": torch.get_num_threads(), "mode": mode, "precision": PRECISION[mode]},
+                {"threads": torch.get_num_threads(), "mode": mode, "precision": PRECISION[mode],
+                 "compile_note": note},
                 memory=torch_gpu_peak)
 
 

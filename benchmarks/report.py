@@ -115,10 +115,11 @@ def print_row(section, r):
 
 
 def modes_line(section, modes):
-    """The PyTorch original's modes as timed against each other, and the one chosen."""
+    """A PyTorch twin's modes as timed against each other, the one chosen, and why any ran eager."""
     times = ", ".join(f"{m} {t['median_s'] * 1e3:.1f} ms" if "median_s" in t else f"{m} failed"
                       for m, t in modes["times"].items())
-    return f"PyTorch modes, {section} {modes['run']} (median): {times} -> {modes['chosen']}"
+    notes = "".join(f"; {m}: {note}" for m, note in modes.get("notes", {}).items())
+    return f"PyTorch modes, {section} {modes['run']} (median): {times} -> {modes['chosen']}{notes}"
 
 
 # ------------------------------------------------------------------------------------------------

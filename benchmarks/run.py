@@ -1,7 +1,8 @@
 """Speed and memory of colorgan: training, inference and the input pipeline, beside the PyTorch original.
 
     python benchmarks/run.py                      # everything, 15-20 minutes on an idle 2-core CPU
-    python benchmarks/run.py --compare            # ... and the PyTorch pix2pix (needs the `bench` extra)
+    python benchmarks/run.py --compare            # ... and the PyTorch twins (needs the `bench` extra)
+    python benchmarks/run.py --only=train --train_models=lite0_patchgan --compare
     python benchmarks/run.py --only=infer,pipeline
     python benchmarks/run.py --smoke              # tiny models, 2 steps: checks that it all still works
     python benchmarks/run.py --only=train --train_models=baseline --xla=off --profile_ops
@@ -10,9 +11,12 @@ Prints one line per result as it is measured, then Markdown tables, then the res
 written to --json). Every figure is the median of several timed calls after warm-up calls; each case
 runs in its own spawned process, and cases that are compared are timed in turns (harness.py).
 
---compare adds the PyTorch original (torch_reference.py). Its modes (--torch_modes) are first timed
-against each other and the fastest is compared: float32 NCHW, float32 channels_last, and bfloat16
-autocast + channels_last where the CPU has bf16 units (avx512_bf16 / amx_bf16) or the GPU has them.
+--compare adds each set-up's PyTorch twin (cases.TORCH_TWINS): the original pix2pix (torch_reference.py)
+beside the baseline, colorgan's EfficientNet-Lite0 U-Net and 32-filter PatchGAN (torch_lite0.py) beside
+lite0_patchgan. A twin's modes (--torch_modes) are first timed against each other and the fastest joins
+its set-up's turns: float32 NCHW, float32 channels_last, and bfloat16 autocast + channels_last where the
+CPU has bf16 units (avx512_bf16 / amx_bf16) or the GPU has them, each eager and through torch.compile
+with fused Adam (_compile; its first step compiles, minutes on a CPU; --smoke leaves these out of auto).
 colorgan's side of the comparison is its step at the precision --mixed_precision resolves to
 (auto: bfloat16 on CPUs with AVX512-BF16/AMX, see colorgan.training.precision), XLA off.
 Utilisation is against the peak of the precision each row computes in: a matmul measured on this machine
@@ -46,15 +50,17 @@ from harness import Workers  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SECTIONS = ("train", "pipeline", "infer", "profile")
-TORCH_MODES = ("float32", "channels_last", "bfloat16_channels_last")  # torch_reference.MODES
+TORCH_MODES = ("float32", "channels_last", "bfloat16_channels_last", "float32_compile", "channels_last_compile",
+               "bfloat16_channels_last_compile")  # torch_reference.MODES
 DEFAULT_DATA = "folder:" + os.path.normpath(os.path.join(REPO, "..", "shared", "data", "train"))
 
 
 def define_flags(fv):
     d = dict(flag_values=fv)
     flags.DEFINE_list("only", ["train", "pipeline", "infer"], "Sections: train,pipeline,infer,profile.", **d)
-    flags.DEFINE_bool("compare", False, "Time the PyTorch original alongside (needs torch).", **d)
-    flags.DEFINE_bool("smoke", False, "Tiny models at 32 px, 2 steps: a functional check.", **d)
+    flags.DEFINE_bool("compare", False, "Time each set-up's PyTorch twin alongside (needs torch).", **d)
+    flags.DEFINE_bool("smoke", False, "Tiny models at 32 px, 2 steps: a functional check (of the baseline "
+                      "unless --train_models is given).", **d)
     flags.DEFINE_integer("image_size", 256, "Training crop and model input size.", **d)
     flags.DEFINE_integer("batch_size", 16, "Training batch size.", **d)
     flags.DEFINE_list("train_models", list(cases.TRAIN_MODELS), ",".join(cases.TRAIN_MODELS), **d)
@@ -121,7 +127,9 @@ def settings(fv):
         args.steps = args.model_steps = args.infer_repeats = args.pipeline_runs = 2
         args.pipeline_batches, args.photo_size, args.torch_select_steps, args.profile_steps = 2, (128, 96), 1, 1
         args.matmul_size = 256
-        args.train_models, args.xla, args.onednn = ["baseline"], [False], 0
+        args.xla, args.onednn = [False], 0
+        if not fv["train_models"].present:
+            args.train_models = ["baseline"]
         args.tflite_variants, args.tflite_threads = ["float16"], [1]
         args.torch_filters = 8
         args.model_overrides = {"baseline": dict(generator_options="base_filters=8,depth=5",
@@ -132,15 +140,17 @@ def settings(fv):
     return args
 
 
-def resolve_torch_modes(requested, device):
+def resolve_torch_modes(requested, device, compile=True):
     """--torch_modes=auto: all modes where there is bfloat16 hardware (CPU avx512_bf16/amx_bf16, GPU compute
-    capability 8+), else the float32 ones (as torch_reference.applicable_modes decides it in a worker)."""
+    capability 8+), else the float32 ones (as torch_reference.applicable_modes decides it in a worker);
+    the _compile ones unless `compile` is false. Where torch.compile does not work, a _compile mode runs
+    eager and says so (the parent process does not import torch to find out)."""
     if requested != ["auto"]:
         return [m for m in requested if m != "auto"]
     gpu = device.get("gpu")
     bf16 = ((gpu.get("compute_capability") or (0,))[0] >= 8 if gpu
             else bool({"avx512_bf16", "amx_bf16"} & set(device["cpu_flags"])))
-    return [m for m in TORCH_MODES if bf16 or not m.startswith("bfloat16")]
+    return [m for m in TORCH_MODES if (bf16 or not m.startswith("bfloat16")) and (compile or "_compile" not in m)]
 
 
 def new_report(args):
@@ -189,7 +199,8 @@ def run_sections(args, workers, report, workdir):
     report["peaks"], report["peak_formulas"] = report_lib.estimate_peaks(
         device, args.peak_gflops, args.peak_gflops_bf16, prepared["matmul_peaks"], args.matmul_size)
     report["peak_gflops"] = report["peaks"].get("float32")
-    args.torch_modes = resolve_torch_modes(args.torch_modes, device)
+    # --smoke checks that each path runs in seconds; compiling even its tiny models takes a minute.
+    args.torch_modes = resolve_torch_modes(args.torch_modes, device, compile=not args.smoke)
     if not device["gpu"]:
         report["skipped"].append("GPU: none on this machine (GPU memory is reported where there is one)")
     if "train" in args.only:

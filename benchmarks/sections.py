@@ -1,8 +1,9 @@
 """The report's sections: which cases run side by side, how often they are called, and the rows they give.
 
     train     adversarial steps/s of each set-up, XLA off and on, float32 and the resolved mixed precision
-              (and a TF_ENABLE_ONEDNN_OPTS=1 baseline row); with --compare the PyTorch original beside
-              the baseline, in its fastest mode here (choose_torch_mode)
+              (and a TF_ENABLE_ONEDNN_OPTS=1 baseline row); with --compare each set-up's PyTorch twin
+              (cases.TORCH_TWINS: the original beside the baseline, torch_lite0.py beside lite0_patchgan)
+              beside it, in the twin's fastest mode here (choose_torch_mode)
     pipeline  images/s of the training input pipeline
     infer     each saved form of the baseline generator (and the original's forward pass with --compare)
     profile   the top ops of the baseline step under the TensorFlow profiler (--profile_ops)
@@ -34,39 +35,59 @@ def failed(rows, error):
 # The PyTorch original's modes
 
 
-def choose_torch_mode(args, workers, report, section):
-    """Time every applicable mode of the original against the others, in turns; the fastest one wins.
+def torch_twin(args, name):
+    """cases.train_torch's arguments for set-up `name`'s PyTorch twin, or None where it has none."""
+    if name not in cases.TORCH_TWINS:
+        return None
+    kwargs = dict(image_size=args.image_size, batch_size=args.batch_size, seed=args.seed, model=name,
+                  **cases.TORCH_TWINS[name][2])
+    if name == "baseline":  # the seeds' pix2pix as wide and as deep as the run's baseline U-Net
+        kwargs.update(ngf=args.torch_filters, ndf=args.torch_filters, num_downs=args.unet_depth)
+    return kwargs
 
-    train: one adversarial step (--torch_select_steps timed calls); infer: the batch-1 forward pass.
+
+def torch_modes_key(section, name="baseline"):
+    """Where report["torch_modes"] keeps a choice: "train" and "infer" for the seeds' pix2pix, as ever."""
+    return section if name == "baseline" else f"{section} {name}"
+
+
+def choose_torch_mode(args, workers, report, section, name="baseline"):
+    """Time every applicable mode of a PyTorch twin against the others, in turns; the fastest one wins.
+
+    train: one adversarial step of set-up `name`'s twin (--torch_select_steps timed calls); infer: the
+    original generator's batch-1 forward pass.
     """
     modes = args.torch_modes
     if len(modes) == 1:
         return modes[0]
     if section == "train":
-        function, run, repeats = cases.train_torch, "step", args.torch_select_steps
-        kwargs = dict(image_size=args.image_size, batch_size=args.batch_size, ngf=args.torch_filters,
-                      ndf=args.torch_filters, num_downs=args.unet_depth, seed=args.seed)
+        function, run, repeats, kwargs = cases.train_torch, "step", args.torch_select_steps, torch_twin(args, name)
     else:
         function, run, repeats = cases.infer_torch, "b1", args.infer_repeats
         kwargs = dict(image_size=args.image_size, ngf=args.torch_filters, num_downs=args.unet_depth)
-    times = {}
+    times, notes = {}, {}
     with contextlib.ExitStack() as stack:
         running = []
         for mode in modes:
             try:
-                running.append((mode, stack.enter_context(workers.case(function, "torch", mode=mode, **kwargs))))
+                worker = stack.enter_context(workers.case(function, "torch", mode=mode, **kwargs))
+                running.append((mode, worker))
+                if worker.info.get("compile_note"):  # a _compile mode that runs eager here
+                    notes[mode] = worker.info["compile_note"]
             except CaseFailed as e:
                 times[mode] = {"error": str(e).splitlines()[0]}
         try:
+            # One warm-up call: the _compile modes compile in it (reported as first_call_s).
             for (mode, _), timing in zip(running, measure([(w, run) for _, w in running], 1, repeats)):
                 times[mode] = timing
         except CaseFailed as e:
             times.update({mode: {"error": str(e).splitlines()[0]} for mode, _ in running})
     timed = [m for m in modes if "median_s" in times.get(m, {})]
     chosen = min(timed, key=lambda m: times[m]["median_s"]) if timed else "float32"
-    report["torch_modes"][section] = {"run": run, "times": {m: times[m] for m in modes if m in times},
-                                      "chosen": chosen}
-    print(f"[{section}] " + report_lib.modes_line(section, report["torch_modes"][section]), flush=True)
+    key = torch_modes_key(section, name)
+    report["torch_modes"][key] = {"run": run, "times": {m: times[m] for m in modes if m in times},
+                                  "chosen": chosen, "notes": notes}
+    print(f"[{section}] " + report_lib.modes_line(key, report["torch_modes"][key]), flush=True)
     return chosen
 
 
@@ -76,11 +97,12 @@ def choose_torch_mode(args, workers, report, section):
 
 def train_section(args, workers, report, precision):
     """Adversarial steps per second of each model, XLA off and on, float32 and `precision` (the resolved
-    --mixed_precision). The variants of one model (and, with --compare, the PyTorch original beside the
-    baseline) are alive together and timed in turns, so that they see the same machine load."""
-    torch_mode = choose_torch_mode(args, workers, report, "train") if args.compare else None
+    --mixed_precision). The variants of one model (and, with --compare, its PyTorch twin in the twin's
+    fastest mode) are alive together and timed in turns, so that they see the same machine load."""
     for name in args.train_models:
-        train_model(args, workers, report, name, precision, torch_mode if name == "baseline" else None)
+        twin = args.compare and name in cases.TORCH_TWINS
+        torch_mode = choose_torch_mode(args, workers, report, "train", name) if twin else None
+        train_model(args, workers, report, name, precision, torch_mode)
     if precision == "float32":
         report["skipped"].append(f"mixed precision training: --mixed_precision={args.mixed_precision}"
                                  if args.mixed_precision != "auto" else "mixed precision training: this device "
@@ -123,7 +145,8 @@ def train_model(args, workers, report, name, precision, torch_mode):
              "precision": p, "batch_size": batch, "image_size": size, "train_flops_per_image": step_flops}
             for xla, p, _ in variants]
     if torch_mode:
-        rows.append(dict(rows[0], model="baseline (PyTorch original)", framework="torch", xla=False,
+        rows.append(dict(rows[0], model="baseline (PyTorch original)" if name == "baseline" else f"{name} (PyTorch)",
+                         framework="torch", xla=False,
                          precision="bfloat16" if torch_mode.startswith("bfloat16") else "float32",
                          onednn="torch default", torch_mode=torch_mode))
     try:
@@ -134,8 +157,7 @@ def train_model(args, workers, report, name, precision, torch_mode):
                 for xla, p, onednn in variants]
             if torch_mode:
                 running.append(stack.enter_context(workers.case(
-                    cases.train_torch, "torch", image_size=size, batch_size=batch, ngf=args.torch_filters,
-                    ndf=args.torch_filters, num_downs=args.unet_depth, seed=args.seed, mode=torch_mode)))
+                    cases.train_torch, "torch", mode=torch_mode, **torch_twin(args, name))))
                 rows[-1]["torch_info"] = running[-1].info
             for row, worker, timing in zip(rows, running, measure([(w, "step") for w in running], warmup, steps)):
                 row.update(timing, **worker.report())
@@ -152,12 +174,15 @@ def train_model(args, workers, report, name, precision, torch_mode):
         report["train"].append(row)
         report_lib.print_row("train", row)
     if torch_mode:
-        # colorgan as --mixed_precision resolves here (XLA off), against the original's fastest mode.
+        # colorgan as --mixed_precision resolves here (XLA off), against the twin's fastest mode; the
+        # baseline's keys are the issue's target (report.check_targets), the other set-ups' carry their name.
         ours = rows[variants.index((False, precision, False))] if (False, precision, False) in variants else rows[0]
+        suffix = "" if name == "baseline" else f"_{name}"
         if "images_per_second" in ours and "images_per_second" in rows[-1]:
-            report["comparisons"].update(
-                train_keras_over_torch=ours["images_per_second"] / rows[-1]["images_per_second"],
-                train_keras_precision=ours["precision"], train_keras_xla=ours["xla"], train_torch_mode=torch_mode)
+            report["comparisons"].update({
+                f"train_keras_over_torch{suffix}": ours["images_per_second"] / rows[-1]["images_per_second"],
+                f"train_keras_precision{suffix}": ours["precision"], f"train_keras_xla{suffix}": ours["xla"],
+                f"train_torch_mode{suffix}": torch_mode})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +271,7 @@ def torch_infer_row(args, report, worker, flops):
     b1 = measure([(worker, "b1")], 1, args.infer_repeats)[0]
     b16 = measure([(worker, "b16")], 1, max(1, args.infer_repeats // 2))[0]
     mode = worker.info["mode"]
-    row = {"format": f"torch (PyTorch original, eager, {mode})", "threads": worker.info["threads"],
+    row = {"format": f"torch (PyTorch original, {mode})", "threads": worker.info["threads"],
            "torch_mode": mode, "precision": worker.info["precision"], "image_size": args.image_size,
            "latency_b1_ms": 1e3 * b1["median_s"], "throughput_b16_img_s": 16 / b16["median_s"], **worker.report()}
     row["flop_utilisation_b1"] = report_lib.utilisation(flops, 1e3 / row["latency_b1_ms"],

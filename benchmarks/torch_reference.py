@@ -13,24 +13,34 @@ The original runs float32 NCHW tensors, PyTorch's default; `mode` picks how this
     bfloat16_channels_last   channels_last, forward passes and losses under
                              torch.autocast(device, dtype=torch.bfloat16); weights, gradients and the
                              Adam state stay float32 (bfloat16 needs no loss scaling)
+    <any of them>_compile    the same, both networks through torch.compile (TorchInductor: forward and
+                             backward fused into generated kernels) and Adam's fused kernel (fused=True).
+                             The first step compiles (minutes on a CPU); where torch.compile cannot run
+                             (on a CPU it needs a C++ compiler) the step runs eager and `compile_note`
+                             says why
 
-`applicable_modes()` lists the modes worth timing on this machine: all three where the CPU has bfloat16
-units (avx512_bf16 or amx_bf16 in /proc/cpuinfo) or the GPU runs bfloat16, else the two float32 ones.
+`applicable_modes()` lists the modes worth timing on this machine: the bfloat16 ones where the CPU has
+bfloat16 units (avx512_bf16 or amx_bf16 in /proc/cpuinfo) or the GPU runs bfloat16, and the _compile ones
+where torch.compile works. `GANStep` is the train step itself, which torch_lite0.py reuses for colorgan's
+EfficientNet-Lite0 U-Net.
 Needs torch (the `bench` extra); nothing in the colorgan package imports this file.
 
     python benchmarks/torch_reference.py      # prints the parameter counts and the applicable modes
 """
 import contextlib
+import functools
 
 import torch
 from torch import nn
 
-MODES = {
+EAGER_MODES = {
     "float32": dict(channels_last=False, autocast=None),
     "channels_last": dict(channels_last=True, autocast=None),
     "bfloat16_channels_last": dict(channels_last=True, autocast=torch.bfloat16),
 }
-PRECISION = {"float32": "float32", "channels_last": "float32", "bfloat16_channels_last": "bfloat16"}
+MODES = {**{m: dict(o, compile=False) for m, o in EAGER_MODES.items()},
+         **{f"{m}_compile": dict(o, compile=True) for m, o in EAGER_MODES.items()}}
+PRECISION = {m: "float32" if o["autocast"] is None else "bfloat16" for m, o in MODES.items()}
 
 
 def has_bf16_hardware(device="cpu"):
@@ -45,9 +55,34 @@ def has_bf16_hardware(device="cpu"):
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
+@functools.cache
+def compile_problem(device="cpu"):
+    """None where torch.compile works on `device`, else why not. A one-line function is compiled and run:
+    on a CPU that needs a C++ compiler, on a GPU Triton; a few seconds, once per process."""
+    try:
+        torch.compile(lambda x: x * 2.0 + 1.0)(torch.ones(4, device=device))
+        return None
+    except Exception as e:  # the missing compiler shows up as one of several errors, depending on the version
+        first_line = str(e).strip().split("\n")[0][:160]
+        return f"{type(e).__name__}: {first_line}"
+
+
+def compiled(module, mode, device="cpu"):
+    """`module` as `mode` runs it, through torch.compile in the _compile modes where that works here, and
+    a note: None, or why it runs eager after all. The parameters stay the module's."""
+    if not MODES[mode]["compile"]:
+        return module, None
+    problem = compile_problem(torch.device(device).type)
+    if problem:
+        return module, f"torch.compile does not work here ({problem}): ran eager"
+    return torch.compile(module), None
+
+
 def applicable_modes(device="cpu"):
-    """The modes that can be the fastest here: bfloat16 autocast only where there is bf16 hardware."""
-    return [m for m in MODES if PRECISION[m] == "float32" or has_bf16_hardware(device)]
+    """The modes that can be the fastest here: bfloat16 autocast only where there is bf16 hardware,
+    torch.compile only where it works."""
+    return [m for m, o in MODES.items() if (PRECISION[m] == "float32" or has_bf16_hardware(device))
+            and (not o["compile"] or compile_problem(torch.device(device).type) is None)]
 
 
 def autocast(mode, device):
@@ -147,25 +182,27 @@ def count_parameters(module):
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class Pix2Pix:
-    """Generator, critic, losses and optimisers; `train_step` is the original's `optimize_parameters`."""
+class GANStep:
+    """A generator, a critic, their Adam optimisers and one pix2pix step (`train_step`, the original's
+    `optimize_parameters`) in one of MODES. `generator_groups`: Adam's parameter groups for the generator
+    (default: all its parameters at `lr`), so that a pretrained encoder can learn at its own rate."""
 
-    def __init__(self, image_size=256, ngf=64, ndf=64, num_downs=8, l1_weight=100.0, lr=2e-4, device="cpu",
-                 mode="float32"):
+    def __init__(self, generator, critic, device="cpu", mode="float32", l1_weight=100.0, lr=2e-4,
+                 generator_groups=None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-        self.device, self.mode = torch.device(device), mode
-        self.image_size = image_size
-        self.generator = UnetGenerator(ngf=ngf, num_downs=num_downs).to(self.device)
-        self.critic = NLayerDiscriminator(ndf=ndf).to(self.device)
-        self.generator.apply(init_weights)
-        self.critic.apply(init_weights)
-        self.generator, self.critic = to_mode(self.generator, mode), to_mode(self.critic, mode)
+        self.device, self.mode, self.l1_weight = torch.device(device), mode, l1_weight
+        self.generator = to_mode(generator.to(self.device), mode)
+        self.critic = to_mode(critic.to(self.device), mode)
+        # The networks as the step calls them.
+        self.run_generator, self.compile_note = compiled(self.generator, mode, self.device)
+        self.run_critic, _ = compiled(self.critic, mode, self.device)
         self.gan_loss = nn.BCEWithLogitsLoss()
         self.l1_loss = nn.L1Loss()
-        self.l1_weight = l1_weight
-        self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.999))
+        # Adam's fused kernel needs no compiler (CPUs since torch 2.4): the _compile modes take it anyway.
+        adam = dict(lr=lr, betas=(0.5, 0.999), fused=True if MODES[mode]["compile"] else None)
+        self.g_opt = torch.optim.Adam(generator_groups or self.generator.parameters(), **adam)
+        self.d_opt = torch.optim.Adam(self.critic.parameters(), **adam)
 
     def _gan(self, logits, real):
         logits = logits.float()  # the losses in float32 under autocast too
@@ -181,12 +218,12 @@ class Pix2Pix:
         self.critic.train()
         l, ab = self.prepare(l), self.prepare(ab)
         with autocast(self.mode, self.device):
-            fake_ab = self.generator(l)
+            fake_ab = self.run_generator(l)
             # Critic: real and (detached) fake pairs, loss halved.
             self.critic.requires_grad_(True)
             self.d_opt.zero_grad()
-            loss_fake = self._gan(self.critic(torch.cat([l, fake_ab.detach()], 1)), False)
-            loss_real = self._gan(self.critic(torch.cat([l, ab], 1)), True)
+            loss_fake = self._gan(self.run_critic(torch.cat([l, fake_ab.detach()], 1)), False)
+            loss_real = self._gan(self.run_critic(torch.cat([l, ab], 1)), True)
             loss_d = 0.5 * (loss_fake + loss_real)
         loss_d.backward()
         self.d_opt.step()
@@ -194,7 +231,7 @@ class Pix2Pix:
         self.critic.requires_grad_(False)
         self.g_opt.zero_grad()
         with autocast(self.mode, self.device):
-            loss_gan = self._gan(self.critic(torch.cat([l, fake_ab], 1)), True)
+            loss_gan = self._gan(self.run_critic(torch.cat([l, fake_ab], 1)), True)
             loss_l1 = self.l1_loss(fake_ab.float(), ab)
             loss_g = loss_gan + self.l1_weight * loss_l1
         loss_g.backward()
@@ -207,7 +244,19 @@ class Pix2Pix:
         """Inference: the generator alone in eval mode (BatchNorm running statistics, no dropout)."""
         self.generator.eval()
         with autocast(self.mode, self.device):
-            return self.generator(self.prepare(l)).float()
+            return self.run_generator(self.prepare(l)).float()
+
+
+class Pix2Pix(GANStep):
+    """The seeds' pix2pix: `UnetGenerator` and `NLayerDiscriminator` as the original initialises them."""
+
+    def __init__(self, image_size=256, ngf=64, ndf=64, num_downs=8, l1_weight=100.0, lr=2e-4, device="cpu",
+                 mode="float32"):
+        self.image_size = image_size
+        generator, critic = UnetGenerator(ngf=ngf, num_downs=num_downs), NLayerDiscriminator(ndf=ndf)
+        generator.apply(init_weights)
+        critic.apply(init_weights)
+        super().__init__(generator, critic, device, mode, l1_weight, lr)
 
 
 if __name__ == "__main__":

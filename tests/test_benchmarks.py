@@ -24,7 +24,9 @@ def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "report.json"
     command = [sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--smoke", f"--json={out}"]
     if HAS_TORCH:
-        command.append("--compare")
+        # The PyTorch twins: the seeds' pix2pix, and torch_lite0.py beside lite0_patchgan (its full-width
+        # networks, at 32 px).
+        command += ["--compare", "--train_models=baseline,lite0_patchgan"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -69,9 +71,16 @@ def test_smoke_pipeline_and_inference_figures(smoke_report):
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install -e '.[bench]')")
 def test_smoke_compares_with_pytorch(smoke_report):
     report, _ = smoke_report
-    torch_rows = [r for r in report["train"] if r["framework"] == "torch"]
-    assert len(torch_rows) == 1 and positive(torch_rows[0]["images_per_second"])
+    torch_rows = {r["model"]: r for r in report["train"] if r["framework"] == "torch"}
+    assert set(torch_rows) == {"baseline (PyTorch original)", "lite0_patchgan (PyTorch)"}
+    assert all(positive(r["images_per_second"]) for r in torch_rows.values())
     assert positive(report["comparisons"]["train_keras_over_torch"])
+    assert positive(report["comparisons"]["train_keras_over_torch_lite0_patchgan"])
+    # Each twin's modes were timed against each other, and the fastest joined its set-up's turns.
+    for key, name in (("train", "baseline (PyTorch original)"), ("train lite0_patchgan", "lite0_patchgan (PyTorch)")):
+        assert report["torch_modes"][key]["chosen"] == torch_rows[name]["torch_mode"]
+    twin, counts = torch_rows["lite0_patchgan (PyTorch)"]["torch_info"], report["flops"]["lite0_patchgan"]
+    assert (twin["generator_params"], twin["critic_params"]) == (counts["generator_params"], counts["critic_params"])
     for name in ("train_step_vs_torch", "fullres_tflite_fp16_1t_vs_torch_forward"):
         assert positive(report["targets"][name]["value"]) and isinstance(report["targets"][name]["met"], bool)
 
