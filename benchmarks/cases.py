@@ -185,7 +185,7 @@ def train_keras(image_size, batch_size, jit_compile, mixed_precision, seed, **mo
     """The project's own adversarial step (colorgan.training.Trainer), on one batch held in memory."""
     trainer, l, ab = make_trainer(image_size, batch_size, jit_compile, mixed_precision, seed, **model)
     step = lambda: float(trainer.adversarial_step(l, ab)["generator/loss"])  # float(): wait for it
-    return Case({"step": step}, {"onednn": onednn_enabled(), "precision": trainer.precision},
+    return Case({"step": step}, {"onednn": onednn_enabled(), "precision": str(trainer.arithmetic)},
                 memory=tf_gpu_peak)
 
 
@@ -226,7 +226,7 @@ def profile_train(logdir, steps, top, image_size, batch_size, jit_compile, mixed
     data, ok = profiler_plugin.xspace_to_tools_data(xplanes, "framework_op_stats") if xplanes else (b"", False)
     if not ok:
         raise RuntimeError(f"no op statistics from the trace in {logdir}: {data[:200]!r}")
-    return Case({}, {"profile": {"logdir": runs[-1], "steps": steps, "precision": trainer.precision,
+    return Case({}, {"profile": {"logdir": runs[-1], "steps": steps, "precision": str(trainer.arithmetic),
                                  "step_s": wall / steps, **op_table(json.loads(data), steps, top)}})
 
 
