@@ -73,6 +73,16 @@ def test_no_probe_where_it_cannot_pay_or_cannot_agree(monkeypatch):
     assert str(precision.resolve(config(**LONG))) == "float32"
 
 
+def test_a_failed_probe_falls_back_to_the_rule_and_is_not_cached(monkeypatch):
+    def failing(cfg):
+        raise MemoryError("the child was killed")
+
+    monkeypatch.setattr(precision, "measure", failing)
+    choice = precision.resolve(config(**LONG))
+    assert str(choice) == "bfloat16+depthwise_float32" and "probe failed" in choice.reason
+    assert precision.read_cache() == {}
+
+
 def test_an_unwritable_cache_only_costs_the_next_probe(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -122,7 +122,12 @@ def resolve(cfg, replicas=1):
                                                 f"to repay a probe")
     logging.info("--mixed_precision=auto: timing float32 and bfloat16 on this CPU at %d px, batch %d (once per "
                  "machine and set-up)", cfg.image_size, cfg.batch_size)
-    seconds = measure(cfg)
+    try:
+        seconds = measure(cfg)
+    except Exception as e:  # the probe only speeds the run up: its failure must not stop it
+        logging.warning("the precision probe failed (%s): taking the rule instead",
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return dataclasses.replace(rule, reason=f"{rule.reason}; the probe failed")
     choice = pick(seconds)
     write_cache(key, dict(choice=str(choice), seconds=seconds, measured=time.strftime("%Y-%m-%d")))
     return dataclasses.replace(choice, reason=explain(choice, seconds))
