@@ -72,20 +72,17 @@ class Precision:
 CANDIDATES = (Precision("float32"), Precision("bfloat16"), Precision("bfloat16", depthwise_float32=True))
 
 
+def cpu_field(name):
+    """The first /proc/cpuinfo line's value for ``name`` ("flags", "model name"), or "" where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(name)), "")
+    except OSError:
+        return ""
+
+
 def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return set()
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
+    return set(cpu_field("flags").split())
 
 
 def by_hardware(name):
@@ -108,8 +105,9 @@ def resolve(cfg, replicas=1):
     the probe (or its cached answer). One replica only: replicas of one run must agree, and the probe's
     timings on several workers need not."""
     rule = by_hardware(cfg.mixed_precision)
-    if (cfg.mixed_precision != "auto" or tf.config.list_physical_devices("GPU") or replicas != 1
-            or not cpu_flags() & BF16_FLAGS):
+    # Of the rule's answers for auto only the one for CPUs with bfloat16 units (float32 depthwise
+    # convolutions) is a guess; the others are what the hardware dictates.
+    if cfg.mixed_precision != "auto" or not rule.depthwise_float32 or replicas != 1:
         return rule
     key = cache_key(cfg)
     cached = read_cache().get(key)
@@ -213,7 +211,8 @@ def cache_path():
 
 def cache_key(cfg):
     flags = ",".join(sorted(cpu_flags() & BF16_FLAGS))
-    return (f"{cpu_model()} [{flags}] | TensorFlow {tf.__version__} | {cfg.generator} {cfg.generator_options} | "
+    cpu = cpu_field("model name") or platform.processor()
+    return (f"{cpu} [{flags}] | TensorFlow {tf.__version__} | {cfg.generator} {cfg.generator_options} | "
             f"{cfg.critic} {cfg.critic_options} | {cfg.image_size} px | batch {cfg.batch_size}")
 
 
