@@ -393,8 +393,10 @@ class WeightAverage:
     """Exponential moving average of every weight of a model, batch-norm moving statistics included.
 
     Averaging only the trainable weights (as Keras's ``use_ema`` does) pairs averaged kernels with the
-    raw run's batch statistics, which made nearly gray models. Averages are keyed by weight path, so they
-    pair with their variables whatever trains or freezes in between.
+    raw run's batch statistics, which made nearly gray models. Averages pair with their variables by
+    weight path, whatever trains or freezes in between; in checkpoints they are keyed by the weight's
+    position in ``model.weights``, because paths carry Keras's per-process layer numbers (conv2d_18 in a
+    process that built one model before, conv2d_8 in a fresh one), and a resumed run is a fresh process.
     """
 
     def __init__(self, model, momentum):
@@ -404,11 +406,28 @@ class WeightAverage:
         paths = [w.path for w in model.weights]
         if len(set(paths)) != len(paths):
             raise ColorganError(f"model {model.name} has weights with the same path; cannot average them")
-        self.averages = {path.replace("/", "."): tf.Variable(w.value, trainable=False, name="ema")
+        self._by_path = {path: tf.Variable(w.value, trainable=False, name="ema")
                          for path, w in zip(paths, model.weights)}
+        self.averages = {str(i): self._by_path[path] for i, path in enumerate(paths)}
+
+    def checkpointed_as(self, prefix):
+        """The averages keyed as checkpoint ``prefix`` keeps them: by position, or, in checkpoints written
+        before that, by weight path with that process's layer numbers, which are matched to this model's by
+        their order among layers of the same base name (conv2d_18 is the first conv2d of the model there,
+        conv2d_8 here)."""
+        import tensorflow as tf
+
+        scope = "generator_ema/"
+        keys = {name[len(scope):].split("/.ATTRIBUTES")[0].replace("..", ".")
+                for name, _ in tf.train.list_variables(prefix) if name.startswith(scope)}
+        if not keys or all(key.isdigit() for key in keys):
+            return self.averages
+        ours = {path.replace("/", "."): average for path, average in self._by_path.items()}
+        theirs = {free: key for key, free in _numbering_free(keys).items()}
+        return {theirs[free]: ours[key] for key, free in _numbering_free(ours).items() if free in theirs}
 
     def pairs(self):
-        return [(self.averages[w.path.replace("/", ".")], w) for w in self.model.weights]
+        return [(self._by_path[w.path], w) for w in self.model.weights]
 
     def update(self):
         import tensorflow as tf
@@ -423,6 +442,20 @@ class WeightAverage:
             weight.assign(average.value())
 
 
+def _numbering_free(keys):
+    """{key: the key with its layer's number replaced by the layer's rank among the layers of the same
+    base name}, for weight keys ``layer.variable``: the same model built in two processes gives the same
+    numbering-free keys."""
+    layers = {key.rsplit(".", 1)[0] for key in keys}
+    by_base = {}
+    for layer in layers:
+        base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", layer).groups()
+        by_base.setdefault(base, []).append((int(number or 0), layer))
+    rank = {layer: f"{base}#{i}" for base, members in by_base.items()
+            for i, (_, layer) in enumerate(sorted(members))}
+    return {key: rank[key.rsplit(".", 1)[0]] + "." + key.rsplit(".", 1)[1] for key in keys}
+
+
 def _restore_weight_averages(generator, prefix):
     """Put the averages of every weight, which a --ema run's checkpoint keeps beside the raw weights
     (``generator_ema``), into the generator: a run with --ema exports those averages, so its
@@ -431,7 +464,7 @@ def _restore_weight_averages(generator, prefix):
 
     average = WeightAverage(generator, 0.0)
     try:
-        tf.train.Checkpoint(generator_ema=average.averages).restore(prefix).expect_partial() \
+        tf.train.Checkpoint(generator_ema=average.checkpointed_as(prefix)).restore(prefix).expect_partial() \
             .assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
         raise ColorganError(f"checkpoint {prefix!r} holds no weight averages although its run used --ema: "

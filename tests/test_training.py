@@ -114,6 +114,49 @@ def test_an_ema_run_exports_the_averages_and_its_checkpoints_load_them_too(tmp_p
         np.testing.assert_allclose(c, e, atol=1e-7)
 
 
+def averages_by_position(trainer):
+    return [average.numpy() for average, _ in trainer.average.pairs()]
+
+
+def backbone_config(logdir, **overrides):  # its decoder's layers are named by Keras (conv2d_N), as the long run's
+    cfg = dict(image_size=32, generator="backbone:mobilenet_v2", generator_options="encoder_weights=none", ema=0.5)
+    return tiny_config(logdir, **{**cfg, **overrides})
+
+
+def test_a_resumed_run_finds_its_weight_averages_whatever_numbers_keras_gave_its_layers(tmp_path):
+    """Layer names carry a per-process count (conv2d_12 where another model was built first, as the long
+    run's stage 2 is built after stage 1's models): checkpoints key the averages by position, and a resumed
+    run, whose layers are numbered otherwise, gets them back."""
+    first = training.train(backbone_config(tmp_path, lr_generator=2e-3, pretrain_steps=2, train_steps=0))
+    saved = averages_by_position(first["trainer"])
+    resumed = training.Trainer(backbone_config(tmp_path, lr_generator=2e-3, pretrain_steps=3, train_steps=0))
+    paths = [w.path for w in resumed.generator.weights]
+    assert paths != [w.path for w in first["trainer"].generator.weights]  # numbered otherwise
+    assert resumed.restore() == first["checkpoint"]
+    for got, want in zip(averages_by_position(resumed), saved):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_checkpoints_that_keyed_the_averages_by_weight_path_still_resume(tmp_path):
+    """Checkpoints written before the averages were keyed by position (the long run's, up to step 18,081
+    of its stage 2) keep them under that process's paths; they are matched by each layer's rank among
+    the layers of its kind, and a checkpoint of another model is still refused."""
+    writer = training.Trainer(backbone_config(tmp_path))
+    rng = np.random.default_rng(0)
+    for average, _ in writer.average.pairs():
+        average.assign(rng.normal(size=average.shape).astype(average.dtype.as_numpy_dtype))
+    by_path = {w.path.replace("/", "."): average for average, w in writer.average.pairs()}
+    old_style = tf.train.Checkpoint(**{**writer._checkpointed, "generator_ema": by_path})
+    tf.train.CheckpointManager(old_style, str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=7)
+    reader = training.Trainer(backbone_config(tmp_path))
+    assert [w.path for w in reader.generator.weights] != [w.path for w in writer.generator.weights]
+    assert reader.restore().endswith("ckpt-7")
+    for got, want in zip(averages_by_position(reader), averages_by_position(writer)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ColorganError, match="does not fit"):
+        training.Trainer(backbone_config(tmp_path, generator="backbone:efficientnet_lite0")).restore()
+
+
 def test_sigterm_in_a_real_process_saves_and_exits_zero(tmp_path):
     import subprocess
     import sys

@@ -114,10 +114,11 @@ class Trainer:
             extra["class_weights"] = self.class_weights
         if self.l1_weights is not None:
             extra["l1_weights"] = self.l1_weights
-        self.checkpoint = tf.train.Checkpoint(
+        self._checkpointed = dict(
             generator=self.generator, critic=self.critic, generator_optimizer=self.g_opt,
             critic_optimizer=self.d_opt, step=self.step, data_index=self.data_index,
             rng=rng_states(self.generator) + rng_states(self.critic), **extra)
+        self.checkpoint = tf.train.Checkpoint(**self._checkpointed)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.out_dir, "checkpoints"), max_to_keep=cfg.keep_checkpoints)
         self._pretrain_fn = self._adversarial_fn = None
@@ -171,8 +172,13 @@ class Trainer:
         """Resume from the run dir's newest intact checkpoint, if any: one whose files are cut short,
         damaged or gone is named and passed over. Refuses a checkpoint of another model."""
         def restore(prefix):
+            checkpoint = self.checkpoint
+            if self.average:  # checkpoints written before the averages were keyed by position
+                checkpoint = tf.train.Checkpoint(**{**self._checkpointed,
+                                                    "generator_ema": self.average.checkpointed_as(prefix)})
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                # expect_partial: what does not fit is said in one line below, not in a page of warnings.
+                checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
                 raise ColorganError(
                     f"checkpoint {prefix} does not fit this run's models ({str(e).splitlines()[0][:120]}); "
