@@ -194,6 +194,25 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
     assert os.path.basename(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))) == "ckpt-2"
 
 
+def test_weights_that_are_not_finite_stop_the_run_before_a_save_even_when_the_losses_are(tmp_path, monkeypatch):
+    """The critic sits out the L1 stage, so a NaN in its weights leaves every loss finite: the save refuses it
+    (oneDNN's fused convolution + ReLU hid a hint branch's NaN weights from the losses the same way)."""
+    cfg = tiny_config(tmp_path, pretrain_steps=4, train_steps=0, checkpoint_every=2, ema=0.5)
+    real_step = training.Trainer.pretrain_step
+
+    def poisoned(self, l, ab, index=None):
+        logs = real_step(self, l, ab, index)
+        if int(self.step.numpy()) == 3:
+            kernel = self.critic.weights[0]
+            kernel.assign(tf.fill(kernel.shape, float("nan")))
+        return logs
+    monkeypatch.setattr(training.Trainer, "pretrain_step", poisoned)
+    with pytest.raises(ColorganError, match=r"critic weights are not finite at step 4 \(1: .*kernel\); stopped "
+                                            r"without saving. The last good checkpoint is .*ckpt-2"):
+        training.train(cfg)
+    assert os.path.basename(tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))) == "ckpt-2"
+
+
 def test_resume_refuses_a_checkpoint_of_another_architecture(tmp_path):
     training.train(tiny_config(tmp_path, pretrain_steps=1, train_steps=0))
     with pytest.raises(ColorganError, match="does not fit"):

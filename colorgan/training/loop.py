@@ -251,6 +251,22 @@ class Trainer:
                 f"stopped without saving. The last good checkpoint is {self.manager.latest_checkpoint}; "
                 "lower the learning rates, use --clip_norm, or check the data")
 
+    def check_weights_finite(self):
+        """Raise before a save if a weight (or its average) is not finite. The losses can stay finite when
+        weights are not: oneDNN's fused convolution + ReLU turns NaN into 0, so a hint branch whose weights
+        had all gone NaN trained on with finite losses for 500 steps, and wrote NaN checkpoints."""
+        models = [("generator", self.generator.weights), ("critic", self.critic.weights)]
+        if self.average is not None:
+            models.append(("generator average", [average for average, _ in self.average.pairs()]))
+        for name, weights in models:
+            bad = [getattr(w, "path", w.name) for w in weights
+                   if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(tf.convert_to_tensor(w), tf.float32))))]
+            if bad:
+                raise ColorganError(
+                    f"{name} weights are not finite at step {int(self.step.numpy())} ({len(bad)}: {', '.join(bad[:3])}"
+                    f"{', ...' if len(bad) > 3 else ''}); stopped without saving. The last good checkpoint is "
+                    f"{self.manager.latest_checkpoint}; lower the learning rates, use --clip_norm, or check the data")
+
     # ----------------------------------------------------------------------------------------------
     # Data and validation
 
@@ -407,6 +423,7 @@ def train(cfg, on_step=None, start=None, after_save=None):
                     tf.summary.image("val/gray_predicted_real", grid[None], step=step)
                     result.update(scores)
                 if due["save"]:
+                    t.check_weights_finite()
                     t.save()
                     if after_save is not None:
                         after_save(t, step, False)
@@ -419,6 +436,7 @@ def train(cfg, on_step=None, start=None, after_save=None):
                 if on_step is not None:
                     on_step(step, logs)
                 if stop.signal:
+                    t.check_weights_finite()
                     t.save()
                     if after_save is not None:
                         after_save(t, step, True)
