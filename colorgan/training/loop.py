@@ -253,8 +253,8 @@ class Trainer:
 
     def check_weights_finite(self):
         """Raise before a save if a weight (or its average) is not finite. The losses can stay finite when
-        weights are not: oneDNN's fused convolution + ReLU turns NaN into 0, so a hint branch whose weights
-        had all gone NaN trained on with finite losses for 500 steps, and wrote NaN checkpoints."""
+        weights are not: a hint branch whose weights had all gone NaN trained on for 500 steps with finite
+        losses in the compiled step (where NaN through a ReLU can come out as 0), and wrote NaN checkpoints."""
         models = [("generator", self.generator.weights), ("critic", self.critic.weights)]
         if self.average is not None:
             models.append(("generator average", [average for average, _ in self.average.pairs()]))
