@@ -59,12 +59,9 @@ def hint_model_built_for_it(image_size=32, gain=1.0, gray=True):
     else:
         last.kernel.assign(last.kernel * 30.0)
     conv, out = generator.get_layer("hint_head_conv"), generator.get_layer("hint_head_out")
-    # (3, 3, 2 + 3, 32): a+, a-, b+, b- at the pixel itself, from the hint maps (the last 3 input channels;
-    # the first 2 are the head's pre-activation, left out)
-    spread = np.zeros(conv.kernel.shape, np.float32)
-    a, b = conv.kernel.shape[2] - 3, conv.kernel.shape[2] - 2
-    spread[1, 1, a, 0], spread[1, 1, a, 1], spread[1, 1, b, 2], spread[1, 1, b, 3] = 1, -1, 1, -1
-    total = np.zeros(out.kernel.shape, np.float32)    # (3, 3, 32, 2): their sum over the 3 x 3 around
+    spread = np.zeros(conv.kernel.shape, np.float32)  # (3, 3, 3, 16): a+, a-, b+, b- at the pixel itself
+    spread[1, 1, 0, 0], spread[1, 1, 0, 1], spread[1, 1, 1, 2], spread[1, 1, 1, 3] = 1, -1, 1, -1
+    total = np.zeros(out.kernel.shape, np.float32)    # (3, 3, 16, 2): their sum over the 3 x 3 around
     total[:, :, 0, 0], total[:, :, 1, 0], total[:, :, 2, 1], total[:, :, 3, 1] = gain, -gain, gain, -gain
     conv.kernel.assign(spread)
     out.kernel.assign(total)

@@ -1,17 +1,16 @@
 """The side branch through which a generator takes colour hints (``hints=true``; colorgan/hints.py).
 
 The hints arrive as a second input, ``hints`` (B, S, S, 3): a*/110 and b*/110 at the hinted pixels and a
-mask. A small branch at each decoder resolution (``inject``) and at the colour head (``into_head``) reads
-the hints there beside the decoder's own features, which say where the photo's edges and objects are and
-what colour the model would paint, and adds a correction: so it can spread a colour over the object it
-belongs to, and shift a whole photo's palette from one hint, as ControlNet-style side networks steer a
-frozen model. The encoder, and with it what the ImageNet features say, is untouched.
+mask. A small branch adds them to the decoder at each resolution (``inject``), where the decoder's
+convolutions, which see the photo's edges, can spread a colour over the object it belongs to, and to the
+pre-activation of the colour head (``into_head``), so that a colour shows where it was given. The
+encoder, and with it what the ImageNet features say, is untouched.
 
-Every branch ends in a convolution that starts at zero, and a photo's branch output is gated by whether
-it has any hint at all (``HintGate``): a model with the branch computes exactly what the same model
-without it did until it trains, and once trained, a photo without hints still gets exactly what the other
-weights compute. Its layers are named ``hint_*``; ``saving.copy_weights`` starts such a model from a file
-without them (--init_from).
+Every branch ends in a convolution that starts at zero, and no layer of a branch has a bias: a model with
+the branch computes exactly what the same model without it did, with or without hints, until it trains;
+and once trained, without hints (all maps zero) the branch still adds exactly zero, so the model computes
+what its other weights compute. Its layers are named ``hint_*``; ``saving.copy_weights`` starts such a
+model from a file without them (--init_from).
 """
 import keras
 from keras import layers
@@ -20,7 +19,7 @@ from colorgan import hints as hint_maps
 
 PREFIX = "hint_"
 INPUT_NAME = "hints"
-WIDTH = 32  # filters of each branch's hidden layer
+WIDTH = 16  # filters of each branch's hidden layer
 
 
 @keras.saving.register_keras_serializable(package="colorgan")
@@ -47,35 +46,17 @@ class PoolHints(layers.Layer):
         return {**super().get_config(), "stride": self.stride}
 
 
-@keras.saving.register_keras_serializable(package="colorgan")
-class HintGate(layers.Layer):
-    """A branch's output (B, s, s, C) for the photos that have at least one hint, exactly zero for the
-    others: the branch also reads the decoder's features, which are not zero without hints."""
-
-    def call(self, inputs):
-        branch, hints = inputs
-        present = keras.ops.max(hints[..., 2:], axis=(1, 2, 3), keepdims=True)
-        return branch * keras.ops.cast(present > 0, branch.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-
 def hint_input(image_size):
     return keras.Input((image_size, image_size, hint_maps.CHANNELS), name=INPUT_NAME)
 
 
 def _branch(hints, x, channels, name, kernel):
-    """conv(relu(conv([x, hints at x's size]))), the last conv starting at zero, gated by hints present.
-    The hint maps come last among the first conv's input channels."""
     stride = hints.shape[1] // x.shape[1]
     h = PoolHints(stride, name=f"{PREFIX}{name}_pool")(hints) if stride > 1 else hints
-    h = layers.Concatenate(name=f"{PREFIX}{name}_concat")([x, h])
     h = layers.Conv2D(WIDTH, 3, padding="same", use_bias=False, activation="relu", kernel_initializer="he_normal",
                       name=f"{PREFIX}{name}_conv")(h)
-    h = layers.Conv2D(channels, kernel, padding="same", use_bias=False, kernel_initializer="zeros",
-                      name=f"{PREFIX}{name}_out")(h)
-    return HintGate(name=f"{PREFIX}{name}_gate")([h, hints])
+    return layers.Conv2D(channels, kernel, padding="same", use_bias=False, kernel_initializer="zeros",
+                         name=f"{PREFIX}{name}_out")(h)
 
 
 def inject(x, hints, name):
