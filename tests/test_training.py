@@ -126,35 +126,26 @@ def backbone_config(logdir, **overrides):  # its decoder's layers are named by K
 def test_a_resumed_run_finds_its_weight_averages_whatever_numbers_keras_gave_its_layers(tmp_path):
     """Layer names carry a per-process count (conv2d_12 where another model was built first, as the long
     run's stage 2 is built after stage 1's models): checkpoints key the averages by position, and a resumed
-    run, whose layers are numbered otherwise, gets them back."""
-    first = training.train(backbone_config(tmp_path, lr_generator=2e-3, pretrain_steps=2, train_steps=0))
-    saved = averages_by_position(first["trainer"])
-    resumed = training.Trainer(backbone_config(tmp_path, lr_generator=2e-3, pretrain_steps=3, train_steps=0))
-    paths = [w.path for w in resumed.generator.weights]
-    assert paths != [w.path for w in first["trainer"].generator.weights]  # numbered otherwise
-    assert resumed.restore() == first["checkpoint"]
-    for got, want in zip(averages_by_position(resumed), saved):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_checkpoints_that_keyed_the_averages_by_weight_path_still_resume(tmp_path):
-    """Checkpoints written before the averages were keyed by position (the long run's, up to step 18,081
-    of its stage 2) keep them under that process's paths; they are matched by each layer's rank among
-    the layers of its kind, and a checkpoint of another model is still refused."""
-    writer = training.Trainer(backbone_config(tmp_path))
+    run, whose layers are numbered otherwise, gets them back. Checkpoints written before that (the long
+    run's, up to step 18,081 of its stage 2) keyed them by path: those are matched by each layer's rank among
+    the layers of its kind. A checkpoint of another model is still refused."""
+    writer = training.Trainer(backbone_config(tmp_path / "new"))
     rng = np.random.default_rng(0)
     for average, _ in writer.average.pairs():
         average.assign(rng.normal(size=average.shape).astype(average.dtype.as_numpy_dtype))
+    saved = averages_by_position(writer)
+    writer.save()
     by_path = {w.path.replace("/", "."): average for average, w in writer.average.pairs()}
     old_style = tf.train.Checkpoint(**{**writer._checkpointed, "generator_ema": by_path})
-    tf.train.CheckpointManager(old_style, str(tmp_path / "checkpoints"), max_to_keep=1).save(checkpoint_number=7)
-    reader = training.Trainer(backbone_config(tmp_path))
-    assert [w.path for w in reader.generator.weights] != [w.path for w in writer.generator.weights]
-    assert reader.restore().endswith("ckpt-7")
-    for got, want in zip(averages_by_position(reader), averages_by_position(writer)):
-        np.testing.assert_array_equal(got, want)
+    tf.train.CheckpointManager(old_style, str(tmp_path / "old" / "checkpoints"), max_to_keep=1).save(checkpoint_number=7)
+    for run, checkpoint in (("new", "ckpt-0"), ("old", "ckpt-7")):
+        reader = training.Trainer(backbone_config(tmp_path / run))
+        assert [w.path for w in reader.generator.weights] != [w.path for w in writer.generator.weights]
+        assert os.path.basename(reader.restore()) == checkpoint
+        for got, want in zip(averages_by_position(reader), saved):
+            np.testing.assert_array_equal(got, want)
     with pytest.raises(ColorganError, match="does not fit"):
-        training.Trainer(backbone_config(tmp_path, generator="backbone:efficientnet_lite0")).restore()
+        training.Trainer(backbone_config(tmp_path / "old", generator="backbone:efficientnet_lite0")).restore()
 
 
 def test_sigterm_in_a_real_process_saves_and_exits_zero(tmp_path):
