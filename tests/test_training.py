@@ -187,7 +187,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
 
 def test_weights_that_are_not_finite_stop_the_run_before_a_save_even_when_the_losses_are(tmp_path, monkeypatch):
     """The critic sits out the L1 stage, so a NaN in its weights leaves every loss finite: the save refuses it
-    (oneDNN's fused convolution + ReLU hid a hint branch's NaN weights from the losses the same way)."""
+    (a hint branch's NaN weights once stayed out of the compiled step's losses too)."""
     cfg = tiny_config(tmp_path, pretrain_steps=4, train_steps=0, checkpoint_every=2, ema=0.5)
     real_step = training.Trainer.pretrain_step
 
