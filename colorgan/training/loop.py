@@ -173,7 +173,7 @@ class Trainer:
         damaged or gone is named and passed over. Refuses a checkpoint of another model."""
         def restore(prefix):
             checkpoint = self.checkpoint
-            if self.average:  # checkpoints written before the averages were keyed by position
+            if self.average:  # the averages as this checkpoint keys them: by position, or by path in older ones
                 checkpoint = tf.train.Checkpoint(**{**self._checkpointed,
                                                     "generator_ema": self.average.checkpointed_as(prefix)})
             try:
@@ -248,7 +248,10 @@ class Trainer:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if not math.isfinite(v))
             raise ColorganError(
                 f"loss is not finite at step {bad}{f' ({shown} by step {int(self.step.numpy())})' if shown else ''}; "
-                f"stopped without saving. The last good checkpoint is {self.manager.latest_checkpoint}; "
+                + self._stopped_without_saving())
+
+    def _stopped_without_saving(self):
+        return (f"stopped without saving. The last good checkpoint is {self.manager.latest_checkpoint}; "
                 "lower the learning rates, use --clip_norm, or check the data")
 
     def check_weights_finite(self):
@@ -264,8 +267,7 @@ class Trainer:
             if bad:
                 raise ColorganError(
                     f"{name} weights are not finite at step {int(self.step.numpy())} ({len(bad)}: {', '.join(bad[:3])}"
-                    f"{', ...' if len(bad) > 3 else ''}); stopped without saving. The last good checkpoint is "
-                    f"{self.manager.latest_checkpoint}; lower the learning rates, use --clip_norm, or check the data")
+                    f"{', ...' if len(bad) > 3 else ''}); " + self._stopped_without_saving())
 
     # ----------------------------------------------------------------------------------------------
     # Data and validation
